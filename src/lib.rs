@@ -6,3 +6,5 @@
 //! `store` holds the control plane and its in-memory view; `config` the typed configuration.
 
 pub mod model;
+pub mod datasource;
+pub mod encode;
