@@ -8,3 +8,4 @@
 pub mod model;
 pub mod datasource;
 pub mod encode;
+pub mod permission;

@@ -1,0 +1,1 @@
+//! Named tests, several per rule of the permission engine.
