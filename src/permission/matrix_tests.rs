@@ -483,3 +483,74 @@ fn api_users_may_only_view_the_company_whatever_their_stored_role() {
         }
     }
 }
+
+/// Which audit entries an app's state lets a reader see in full.
+#[derive(Clone, Copy, Debug)]
+enum AuditApp {
+    NoApp,
+    PrivateNotShared,
+    PrivateSharedDirectly,
+    PrivateSharedToGroup,
+    PrivateOwnedByReader,
+    Public,
+}
+
+/// Audit detail by reader. Columns: consumer, creator, admin, owner, API user (stored as owner).
+#[rustfmt::skip]
+const AUDIT_MATRIX: &[(AuditApp, bool, [bool; 5])] = &[
+    //                                  redact  consumer creator admin  owner  api
+    (AuditApp::NoApp,                  true,  [false,   false,  true,  true,  false]),
+    (AuditApp::PrivateNotShared,       true,  [false,   false,  false, true,  false]),
+    (AuditApp::PrivateSharedDirectly,  true,  [false,   false,  true,  true,  false]),
+    (AuditApp::PrivateSharedToGroup,   true,  [false,   false,  true,  true,  false]),
+    (AuditApp::PrivateOwnedByReader,   true,  [false,   false,  true,  true,  false]),
+    (AuditApp::Public,                 true,  [false,   false,  true,  true,  false]),
+    (AuditApp::NoApp,                  false, [false,   false,  true,  true,  false]),
+    (AuditApp::PrivateNotShared,       false, [false,   false,  true,  true,  false]),
+    (AuditApp::PrivateSharedDirectly,  false, [false,   false,  true,  true,  false]),
+    (AuditApp::PrivateSharedToGroup,   false, [false,   false,  true,  true,  false]),
+    (AuditApp::PrivateOwnedByReader,   false, [false,   false,  true,  true,  false]),
+    (AuditApp::Public,                 false, [false,   false,  true,  true,  false]),
+];
+
+#[test]
+fn audit_detail_follows_the_redaction_table_for_every_reader_and_app() {
+    let w = World::new();
+    let readers = [
+        (UserKind::Person, Consumer),
+        (UserKind::Person, Creator),
+        (UserKind::Person, Admin),
+        (UserKind::Person, Owner),
+        (UserKind::Api, Owner),
+    ];
+    let mut checked = 0;
+    for &(state, redact, row) in AUDIT_MATRIX {
+        let (grant, visibility) = match state {
+            AuditApp::NoApp | AuditApp::PrivateNotShared => (Grant::Nothing, Visibility::Private),
+            AuditApp::PrivateSharedDirectly => (Grant::DirectViewer, Visibility::Private),
+            AuditApp::PrivateSharedToGroup => (Grant::GroupViewer, Visibility::Private),
+            AuditApp::PrivateOwnedByReader => (Grant::Owns, Visibility::Private),
+            AuditApp::Public => (Grant::Nothing, Visibility::Public),
+        };
+        let members = w.members(grant);
+        let acl = Acl {
+            owner_id: w.owner(grant),
+            visibility,
+            members: &members,
+        };
+        let app_acl = match state {
+            AuditApp::NoApp => None,
+            _ => Some(&acl),
+        };
+        for (&(kind, role), want) in readers.iter().zip(row) {
+            let p = w.principal(kind, role);
+            assert_eq!(
+                audit_sees_detail(&p, app_acl, redact),
+                want,
+                "{kind:?} {role:?} reading {state:?} with redaction {redact}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, AUDIT_MATRIX.len() * 5);
+}
