@@ -218,6 +218,16 @@ impl AuditWriter {
     }
 }
 
+/// Whether an error is caused by one record's content (a duplicate id, a value the schema
+/// refuses) rather than by the database, so the rest of its batch can still be written.
+fn is_record_specific(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::ToSqlConversionFailure(_))
+        || matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation | rusqlite::ErrorCode::TooBig)
+        )
+}
+
 /// The state of the writer thread.
 struct Batcher {
     conn: Connection,
@@ -293,7 +303,7 @@ impl Batcher {
                     }
                 }
             }
-            Err(e) => {
+            Err(e) if batch.len() > 1 && is_record_specific(&e) => {
                 tracing::warn!(error = %e, records = batch.len(), "audit batch failed; retrying records one by one");
                 for p in batch.drain(..) {
                     let result = self.write(std::iter::once(&*p.rec));
@@ -304,8 +314,17 @@ impl Batcher {
                                 let _ = done.send(Ok(()));
                             }
                         }
-                        Err(e) => self.failed(p, e),
+                        Err(e) => self.failed(p, Arc::new(e)),
                     }
+                }
+            }
+            Err(e) => {
+                // The database itself failed (busy past the timeout, disk full, I/O): retrying
+                // record by record would only repeat the wait per record, so all share the error.
+                tracing::warn!(error = %e, records = batch.len(), "audit batch failed");
+                let e = Arc::new(e);
+                for p in batch.drain(..) {
+                    self.failed(p, e.clone());
                 }
             }
         }
@@ -334,12 +353,12 @@ impl Batcher {
             .fetch_add(records as u64, Ordering::Relaxed);
     }
 
-    fn failed(&self, p: Pending, e: rusqlite::Error) {
+    fn failed(&self, p: Pending, e: Arc<rusqlite::Error>) {
         self.counters.failed_records.fetch_add(1, Ordering::Relaxed);
         match p.done {
+            // The caller gets the error and decides how to log and answer.
             Some(done) => {
-                tracing::warn!(error = %e, audit_id = %p.rec.id, "audit record not written");
-                let _ = done.send(Err(AuditError::Write(Arc::new(e))));
+                let _ = done.send(Err(AuditError::Write(e)));
             }
             None => {
                 // Nobody waits for this record: log it loudly and keep it for shutdown's answer.
@@ -563,6 +582,28 @@ mod tests {
         writer.record(sample(&company, "query")).await.unwrap();
         holder.join().unwrap();
         assert_eq!(count_fresh(&path, &company), 1);
+        writer.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn when_the_database_fails_every_caller_of_the_batch_gets_the_error() {
+        let (_dir, path, conn) = fresh_db();
+        let writer = Arc::new(AuditWriter::start(&path, settings(true, 50)).unwrap());
+        conn.execute_batch("DROP TABLE audit_log").unwrap();
+        let company = CompanyId::generate();
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let writer = writer.clone();
+                let rec = sample(&company, "query");
+                tokio::spawn(async move { writer.record(rec).await })
+            })
+            .collect();
+        for t in tasks {
+            let result = t.await.unwrap();
+            assert!(matches!(result, Err(AuditError::Write(_))), "{result:?}");
+        }
+        let stats = writer.stats();
+        assert_eq!((stats.failed_records, stats.committed_records), (5, 0));
         writer.shutdown().await.unwrap();
     }
 
