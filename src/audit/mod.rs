@@ -16,7 +16,7 @@ pub use writer::{AuditSettings, AuditStats, AuditWriter};
 
 use crate::model::*;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -65,7 +65,7 @@ CREATE INDEX IF NOT EXISTS audit_log_company_outcome_at
 pub(crate) const TABLE: &str = "audit_log";
 
 /// How a recorded request or change ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Permitted and done.
@@ -353,6 +353,8 @@ mod tests {
         for o in Outcome::ALL {
             assert_eq!(o.as_str().parse::<Outcome>().unwrap(), *o);
             assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+            let back: Outcome = serde_json::from_value(o.as_str().into()).unwrap();
+            assert_eq!(back, *o);
         }
         assert!("Allowed".parse::<Outcome>().is_err());
     }
