@@ -1,0 +1,372 @@
+//! The audit log: what was asked and changed, by whom, with what outcome, kept in the store's SQLite file.
+//!
+//! Admin changes write their record inside the store's own transaction ([`insert`]), so a change
+//! and its record commit or roll back together. Queries go through the group-commit
+//! [`AuditWriter`], which batches many records into one transaction. Reads ([`query`], [`count`])
+//! are always scoped to one company and page newest first with opaque keyset cursors.
+
+mod read;
+mod writer;
+
+#[cfg(test)]
+mod testutil;
+
+pub use read::{AuditFilter, AuditPage, DEFAULT_LIMIT, MAX_LIMIT, count, query};
+pub use writer::{AuditSettings, AuditStats, AuditWriter};
+
+use crate::model::*;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The migration that creates the audit table and its indexes; the store includes it in its
+/// migrations.
+///
+/// `at_us` is microseconds since the Unix epoch: an integer sorts and compares exactly, which the
+/// keyset cursor `(at_us, id)` relies on. Every index leads with `company_id` because every read
+/// is scoped to one company, and ends with `(at_us, id)` so a filtered page is read in order
+/// from the index without sorting. There are deliberately no foreign keys: the record of a
+/// deleted app, user or datasource must outlive it.
+pub const SCHEMA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS audit_log (
+    id            TEXT    NOT NULL PRIMARY KEY,
+    at_us         INTEGER NOT NULL,
+    company_id    TEXT    NOT NULL,
+    actor_id      TEXT,
+    action        TEXT    NOT NULL,
+    app_id        TEXT,
+    datasource_id TEXT,
+    target_id     TEXT,
+    outcome       TEXT    NOT NULL CHECK (outcome IN ('allowed', 'denied', 'failed')),
+    code          TEXT,
+    sql           TEXT,
+    row_count     INTEGER CHECK (row_count IS NULL OR row_count >= 0),
+    duration_ms   REAL,
+    request_id    TEXT,
+    detail        TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_log_company_at
+    ON audit_log (company_id, at_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS audit_log_company_action_at
+    ON audit_log (company_id, action, at_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS audit_log_company_actor_at
+    ON audit_log (company_id, actor_id, at_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS audit_log_company_app_at
+    ON audit_log (company_id, app_id, at_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS audit_log_company_datasource_at
+    ON audit_log (company_id, datasource_id, at_us DESC, id DESC);
+CREATE INDEX IF NOT EXISTS audit_log_company_outcome_at
+    ON audit_log (company_id, outcome, at_us DESC, id DESC);
+";
+
+/// The name of the table [`SCHEMA_SQL`] creates.
+pub(crate) const TABLE: &str = "audit_log";
+
+/// How a recorded request or change ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Permitted and done.
+    Allowed,
+    /// Refused by the permission engine or the SQL policy.
+    Denied,
+    /// Permitted but failed (the database rejected it, timed out, was unreachable).
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: &'static [Outcome] = &[Outcome::Allowed, Outcome::Denied, Outcome::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Outcome::ALL
+            .iter()
+            .copied()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| UnknownValue {
+                what: "Outcome",
+                value: s.to_owned(),
+            })
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit record, serialized in the API's item shape: `company_id` is never sent (the reader
+/// is always of that company), `actor_id` is `null` for system actions, and the other absent
+/// fields are left out.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: AuditId,
+    #[serde(serialize_with = "serialize_at")]
+    pub at: DateTime<Utc>,
+    #[serde(skip_serializing)]
+    pub company_id: CompanyId,
+    pub actor_id: Option<UserId>,
+    /// `query`, or one name per kind of change: `app.create`, `app.share`, `user.role`, …
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<AppId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datasource_id: Option<DatasourceId>,
+    /// The object a change applied to when it is not an app or datasource (a user, group, token…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_id: Option<String>,
+    pub outcome: Outcome,
+    /// The error code of a denied or failed request, e.g. `table_not_allowed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// RFC 3339 UTC with a fixed six fractional digits: exactly what is stored, and the same width
+/// on every item.
+fn serialize_at<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+impl AuditRecord {
+    /// A record with a fresh id, the current time and no optional fields.
+    ///
+    /// The time is truncated to microseconds, the precision the store keeps, so the record read
+    /// back equals the one written.
+    pub fn new(
+        company_id: CompanyId,
+        actor_id: Option<UserId>,
+        action: impl Into<String>,
+        outcome: Outcome,
+    ) -> Self {
+        AuditRecord {
+            id: AuditId::generate(),
+            at: Utc::now().trunc_subsecs(6),
+            company_id,
+            actor_id,
+            action: action.into(),
+            app_id: None,
+            datasource_id: None,
+            target_id: None,
+            outcome,
+            code: None,
+            sql: None,
+            row_count: None,
+            duration_ms: None,
+            request_id: None,
+            detail: None,
+        }
+    }
+
+    /// The record as a reader without access to the app sees it: that the request was made and
+    /// how it ended, but not its SQL text or error detail.
+    pub fn redacted(self) -> Self {
+        AuditRecord {
+            sql: None,
+            detail: None,
+            ..self
+        }
+    }
+}
+
+/// Errors of the audit layer. Only [`AuditError::BadCursor`] is the client's fault (400); every
+/// other variant is a service error.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("malformed audit cursor")]
+    BadCursor,
+    #[error("audit database error")]
+    Database(#[from] rusqlite::Error),
+    /// A batch or record the writer could not commit; shared by every waiter of that batch.
+    #[error("audit write failed")]
+    Write(#[source] Arc<rusqlite::Error>),
+    #[error("audit table missing (migrations not applied)")]
+    MissingSchema,
+    #[error("audit writer is closed")]
+    Closed,
+    #[error("could not start the audit writer")]
+    Start(#[source] std::io::Error),
+    /// Records queued without waiting (`wait_for_commit = false`) that could not be written;
+    /// nobody was waiting for them, so shutdown reports them.
+    #[error("{count} audit records could not be written")]
+    Lost { count: u64 },
+}
+
+const INSERT_SQL: &str = "INSERT INTO audit_log (id, at_us, company_id, actor_id, action, app_id, \
+     datasource_id, target_id, outcome, code, sql, row_count, duration_ms, request_id, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// Inserts one record inside the caller's transaction (for admin changes), so it commits or rolls
+/// back with the change it records.
+pub fn insert(tx: &rusqlite::Transaction<'_>, rec: &AuditRecord) -> rusqlite::Result<()> {
+    insert_on(tx, rec)
+}
+
+/// The insert itself, on any connection or transaction (the writer batches several per
+/// transaction).
+pub(crate) fn insert_on(conn: &rusqlite::Connection, rec: &AuditRecord) -> rusqlite::Result<()> {
+    // Row counts beyond i64 cannot happen in practice; saturate rather than fail the record.
+    let row_count = rec.row_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let detail = rec
+        .detail
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let mut stmt = conn.prepare_cached(INSERT_SQL)?;
+    stmt.execute(rusqlite::params![
+        rec.id.as_str(),
+        rec.at.timestamp_micros(),
+        rec.company_id.as_str(),
+        rec.actor_id.as_ref().map(UserId::as_str),
+        rec.action,
+        rec.app_id.as_ref().map(AppId::as_str),
+        rec.datasource_id.as_ref().map(DatasourceId::as_str),
+        rec.target_id,
+        rec.outcome.as_str(),
+        rec.code,
+        rec.sql,
+        row_count,
+        rec.duration_ms,
+        rec.request_id,
+        detail,
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn a_record_inserted_in_a_rolled_back_transaction_disappears_with_it() {
+        let (_dir, _path, mut conn) = fresh_db();
+        let company = CompanyId::generate();
+
+        let tx = conn.transaction().unwrap();
+        insert(&tx, &sample(&company, "app.create")).unwrap();
+        tx.rollback().unwrap();
+        assert_eq!(count(&conn, &company).unwrap(), 0);
+
+        let tx = conn.transaction().unwrap();
+        insert(&tx, &sample(&company, "app.create")).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(count(&conn, &company).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_record_with_every_field_set_reads_back_equal() {
+        let (_dir, _path, mut conn) = fresh_db();
+        let company = CompanyId::generate();
+        let rec = full_record(&company);
+        let tx = conn.transaction().unwrap();
+        insert(&tx, &rec).unwrap();
+        tx.commit().unwrap();
+
+        let page = query(&conn, &AuditFilter::new(company)).unwrap();
+        assert_eq!(page.items, vec![rec]);
+    }
+
+    #[test]
+    fn a_json_string_detail_round_trips_as_a_string() {
+        // rusqlite's own JSON mapping would store a bare string as text it cannot read back.
+        let (_dir, _path, mut conn) = fresh_db();
+        let company = CompanyId::generate();
+        let mut rec = sample(&company, "query");
+        rec.detail = Some(serde_json::json!("plain text"));
+        let tx = conn.transaction().unwrap();
+        insert(&tx, &rec).unwrap();
+        tx.commit().unwrap();
+        let page = query(&conn, &AuditFilter::new(company)).unwrap();
+        assert_eq!(page.items[0].detail, rec.detail);
+    }
+
+    #[test]
+    fn serialized_records_have_the_api_item_shape() {
+        let company = CompanyId::generate();
+        let mut rec = sample(&company, "query");
+        rec.outcome = Outcome::Denied;
+        rec.code = Some("table_not_allowed".into());
+        rec.actor_id = None;
+        let v = serde_json::to_value(&rec).unwrap();
+        let obj = v.as_object().unwrap();
+
+        assert!(
+            !obj.contains_key("company_id"),
+            "company is implied by the reader"
+        );
+        assert_eq!(
+            obj["actor_id"],
+            serde_json::Value::Null,
+            "actor is always present"
+        );
+        assert_eq!(obj["outcome"], "denied");
+        assert_eq!(obj["code"], "table_not_allowed");
+        assert_eq!(obj["id"], rec.id.as_str());
+        for absent in ["app_id", "datasource_id", "target_id", "sql", "row_count"] {
+            assert!(!obj.contains_key(absent), "{absent} should be skipped");
+        }
+        let at = obj["at"].as_str().unwrap();
+        assert!(at.ends_with('Z'), "{at} is UTC");
+        assert_eq!(DateTime::parse_from_rfc3339(at).unwrap(), rec.at);
+    }
+
+    #[test]
+    fn redaction_hides_sql_and_detail_but_keeps_the_outcome() {
+        let company = CompanyId::generate();
+        let rec = full_record(&company);
+        let red = rec.clone().redacted();
+        assert_eq!(red.sql, None);
+        assert_eq!(red.detail, None);
+        assert_eq!(red.code, rec.code);
+        assert_eq!(red.outcome, rec.outcome);
+        assert_eq!(red.app_id, rec.app_id);
+        let v = serde_json::to_value(&red).unwrap();
+        assert!(v.get("sql").is_none() && v.get("detail").is_none());
+    }
+
+    #[test]
+    fn outcomes_round_trip_through_their_names_and_refuse_unknown_ones() {
+        for o in Outcome::ALL {
+            assert_eq!(o.as_str().parse::<Outcome>().unwrap(), *o);
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+            let back: Outcome = serde_json::from_value(o.as_str().into()).unwrap();
+            assert_eq!(back, *o);
+        }
+        assert!("Allowed".parse::<Outcome>().is_err());
+    }
+
+    #[test]
+    fn the_schema_refuses_an_unknown_outcome() {
+        let (_dir, _path, conn) = fresh_db();
+        let err = conn.execute(
+            "INSERT INTO audit_log (id, at_us, company_id, action, outcome) \
+             VALUES ('aud_x', 0, 'co_x', 'query', 'maybe')",
+            [],
+        );
+        assert!(err.is_err());
+    }
+}
