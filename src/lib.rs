@@ -5,4 +5,5 @@
 //! → `datasource` (pools and drivers) → `encode` (typed JSON / NDJSON) → `audit`.
 //! `store` holds the control plane and its in-memory view; `config` the typed configuration.
 
+pub mod fixtures;
 pub mod model;
