@@ -10,3 +10,4 @@ pub mod model;
 pub mod datasource;
 pub mod encode;
 pub mod permission;
+pub mod fixtures;
