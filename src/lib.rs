@@ -1,13 +1,25 @@
 //! sluice: a SQL datasource query gateway.
 //!
 //! The path of a query is readable from the modules: `http` (routes, extractors, errors) →
-//! `identity` (bearer tokens) → `permission` (who may use which app) → `policy` (what SQL may run)
-//! → `datasource` (pools and drivers) → `encode` (typed JSON / NDJSON) → `audit`.
-//! `store` holds the control plane and its in-memory view; `config` the typed configuration.
+//! `identity` (bearer tokens) → `permission` (who may use which app) → `query` (the query
+//! route) → `policy` (what SQL may run) → `datasource` (pools and drivers) → `encode` (typed
+//! JSON / NDJSON) → `audit`. `store` holds the control plane and its in-memory view; `config` the
+//! typed configuration; `app` builds and runs the server; `cli` is the command line.
 
+pub mod app;
 pub mod audit;
-pub mod model;
+pub mod cli;
+pub mod config;
 pub mod datasource;
+pub mod demo;
 pub mod encode;
-pub mod permission;
 pub mod fixtures;
+pub mod http;
+pub mod identity;
+pub mod limits;
+pub mod metrics;
+pub mod model;
+pub mod permission;
+pub mod policy;
+pub mod query;
+pub mod store;

@@ -1,0 +1,135 @@
+//! Builds the application from a configuration and runs it until a shutdown signal: binds the
+//! listener first (so tests can ask for port 0 and learn the real port), then serves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+use crate::audit::{AuditSettings, AuditWriter};
+use crate::config::Config;
+use crate::datasource::RegistrySettings;
+use crate::datasource::registry::Registry;
+use crate::http::{AppState, router};
+use crate::limits::Limiters;
+use crate::metrics::Metrics;
+use crate::store::{MasterKey, Store};
+
+pub struct Application {
+    listener: TcpListener,
+    pub state: Arc<AppState>,
+}
+
+/// Opens the store (creating the data directory and master key if needed).
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let key = MasterKey::load(
+        std::env::var("SLUICE_MASTER_KEY").ok().as_deref(),
+        &config.data_dir,
+    )?;
+    Ok(Store::open(&config.store_path(), key)?)
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = Arc::new(open_store(&config)?);
+        let audit = Arc::new(AuditWriter::start(
+            &config.store_path(),
+            AuditSettings {
+                wait_for_commit: config.audit.wait_for_commit,
+                max_batch: config.audit.max_batch,
+                max_delay: Duration::from_millis(config.audit.max_delay_ms),
+                queue_capacity: config.audit.queue_capacity,
+            },
+        )?);
+        let registry = Registry::new(RegistrySettings {
+            pool_timeout: config.pool_wait(),
+            connect_timeout: Duration::from_millis(config.pools.connect_timeout_ms),
+            idle_timeout: Duration::from_secs(config.pools.idle_timeout_secs),
+            max_pool_size: config.pools.max_size,
+            allow_networks: config.allow_networks.clone(),
+            sqlite_roots: config.sqlite_roots(),
+            max_result_bytes: config.limits.max_result_bytes,
+        });
+        let listener = TcpListener::bind(config.listen).await?;
+        let limits = Limiters::new(
+            config.limits.max_concurrent_queries,
+            config.limits.max_concurrent_per_token,
+            config.limits.max_concurrent_per_app,
+        );
+        let state = Arc::new(AppState {
+            config: Arc::new(config),
+            store,
+            audit,
+            registry,
+            metrics: Arc::new(Metrics::new()),
+            limits,
+        });
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and flushes the audit log.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let background = tokio::spawn(background_tasks(state.clone()));
+        let app = router(state.clone());
+        tracing::info!(addr = %self.listener.local_addr()?, "sluice listening");
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        background.abort();
+        tracing::info!("draining done; flushing the audit log");
+        state.audit.shutdown().await?;
+        tracing::info!("sluice stopped");
+        Ok(())
+    }
+}
+
+/// Picks up store changes made by other processes (the CLI) and closes idle pools.
+async fn background_tasks(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || store.refresh_if_changed()).await {
+            Ok(Ok(true)) => tracing::info!("reloaded the control plane after an outside change"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not check the store for changes"),
+            Err(_) => {}
+        }
+        let closed = state.registry.close_idle();
+        if closed > 0 {
+            tracing::info!(closed, "closed idle datasource pools");
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,439 @@
+//! The one typed configuration: defaults < TOML file (`--config`) < environment (`SLUICE_*`) <
+//! command-line flags. Unknown keys are errors, so a typo never silently falls back to a default.
+//! Every bound the gateway enforces is a named field here; see `docs/configuration.md`.
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Holds the control-plane store (`sluice.db`), the master key file and demo files.
+    pub data_dir: PathBuf,
+    /// Internal networks (loopback, private, link-local) datasources may connect to. Empty: none.
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// Directories SQLite datasource files may lie in. Empty: `<data_dir>/sqlite`.
+    pub sqlite_roots: Vec<PathBuf>,
+    pub limits: Limits,
+    pub pools: Pools,
+    pub tokens: Tokens,
+    pub audit: Audit,
+    pub log: Log,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Longest SQL text accepted (400 above), checked before parsing.
+    pub max_sql_bytes: usize,
+    /// Upper bound on any datasource's `max_rows`.
+    pub max_rows: u64,
+    /// Upper bound on any datasource's `timeout_ms`.
+    pub max_timeout_ms: u64,
+    /// Upper bound on the encoded bytes of one query result.
+    pub max_result_bytes: u64,
+    /// Queries running at once across the whole gateway.
+    pub max_concurrent_queries: usize,
+    /// Queries running at once for one token (429 above).
+    pub max_concurrent_per_token: usize,
+    /// Queries running at once through one app (429 above), so one app cannot starve the others.
+    pub max_concurrent_per_app: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout_ms: u64,
+    /// Time a non-query request may take end to end.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pools {
+    /// Pool size of a datasource that does not set one.
+    pub default_size: usize,
+    /// Upper bound on any datasource's pool size.
+    pub max_size: usize,
+    /// How long a query waits for a free connection (then 503 `pool_timeout`).
+    pub wait_timeout_ms: u64,
+    /// How long opening one database connection may take.
+    pub connect_timeout_ms: u64,
+    /// Pools unused this long are closed.
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tokens {
+    /// Lifetime of a token created without `expires_at` (0: no expiry).
+    pub default_ttl_days: u64,
+    /// Tokens per user at most.
+    pub max_per_user: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audit {
+    /// Answer a query only after its audit record is committed (no answered query is ever
+    /// missing from the log). `false` trades that guarantee for throughput.
+    pub wait_for_commit: bool,
+    /// Records committed in one transaction at most.
+    pub max_batch: usize,
+    /// How long the writer waits to fill a batch.
+    pub max_delay_ms: u64,
+    /// Records queued at most before `record` waits (backpressure, never dropping).
+    pub queue_capacity: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter, e.g. `info` or `sluice=debug,tower_http=info` (`RUST_LOG` overrides).
+    pub level: String,
+    /// `json` (one object per line) or `text`.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("sluice-data"),
+            allow_networks: Vec::new(),
+            sqlite_roots: Vec::new(),
+            limits: Limits::default(),
+            pools: Pools::default(),
+            tokens: Tokens::default(),
+            audit: Audit::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_sql_bytes: 64 * 1024,
+            max_rows: 1_000_000,
+            max_timeout_ms: 300_000,
+            max_result_bytes: 512 * 1024 * 1024,
+            max_concurrent_queries: 512,
+            max_concurrent_per_token: 32,
+            max_concurrent_per_app: 64,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            default_size: 8,
+            max_size: 64,
+            wait_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens {
+            default_ttl_days: 0,
+            max_per_user: 100,
+        }
+    }
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit {
+            wait_for_commit: true,
+            max_batch: 512,
+            max_delay_ms: 2,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".to_owned(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+/// Environment variables with the `SLUICE_` prefix that are not configuration keys: secrets read
+/// directly (the master key) and variables of the test suite.
+const ENV_NOT_CONFIG: &[&str] = &["MASTER_KEY", "LOG"];
+const ENV_NOT_CONFIG_PREFIXES: &[&str] = &["TEST_", "BENCH_"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Flags given on the command line; `None` leaves the lower layers' value.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_networks: Option<Vec<ipnet::IpNet>>,
+}
+
+impl Config {
+    /// Loads the layers in order. `env` is the process environment (passed in so tests need not
+    /// mutate the real one).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(env_provider(env)?);
+        fig = fig.merge(Serialized::defaults(overrides));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
+            ("limits.max_sql_bytes", self.limits.max_sql_bytes as u64),
+            ("limits.max_rows", self.limits.max_rows),
+            ("limits.max_timeout_ms", self.limits.max_timeout_ms),
+            ("limits.max_result_bytes", self.limits.max_result_bytes),
+            (
+                "limits.max_concurrent_queries",
+                self.limits.max_concurrent_queries as u64,
+            ),
+            (
+                "limits.max_concurrent_per_token",
+                self.limits.max_concurrent_per_token as u64,
+            ),
+            (
+                "limits.max_concurrent_per_app",
+                self.limits.max_concurrent_per_app as u64,
+            ),
+            ("pools.default_size", self.pools.default_size as u64),
+            ("pools.max_size", self.pools.max_size as u64),
+            ("audit.max_batch", self.audit.max_batch as u64),
+            ("audit.queue_capacity", self.audit.queue_capacity as u64),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if self.pools.default_size > self.pools.max_size {
+            return Err(ConfigError::Invalid(
+                "pools.default_size must not exceed pools.max_size".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("sluice.db")
+    }
+
+    pub fn sqlite_roots(&self) -> Vec<PathBuf> {
+        if self.sqlite_roots.is_empty() {
+            vec![self.data_dir.join("sqlite")]
+        } else {
+            self.sqlite_roots.clone()
+        }
+    }
+
+    pub fn pool_wait(&self) -> Duration {
+        Duration::from_millis(self.pools.wait_timeout_ms)
+    }
+}
+
+/// `SLUICE_LISTEN`, `SLUICE_LIMITS__MAX_ROWS`, … (`__` separates sections). A `SLUICE_` variable
+/// that is neither a key nor on the ignore list is an error, like an unknown key in the file.
+/// List values (`SLUICE_ALLOW_NETWORKS`) are comma-separated.
+fn env_provider(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Serialized<serde_json::Value>, ConfigError> {
+    let mut root = serde_json::Map::new();
+    for (key, value) in env {
+        let Some(rest) = key.strip_prefix("SLUICE_") else {
+            continue;
+        };
+        if ENV_NOT_CONFIG.contains(&rest)
+            || ENV_NOT_CONFIG_PREFIXES.iter().any(|p| rest.starts_with(p))
+        {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let json_value = env_value(&path, &value);
+        let mut node = &mut root;
+        for (i, part) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                node.insert(part.clone(), json_value.clone());
+            } else {
+                let entry = node
+                    .entry(part.clone())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                match entry {
+                    serde_json::Value::Object(m) => node = m,
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "environment variable {key} conflicts with another"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Serialized::defaults(serde_json::Value::Object(root)))
+}
+
+/// Environment values are strings; give numbers, booleans and lists their JSON type so the typed
+/// config can take them.
+fn env_value(path: &[String], raw: &str) -> serde_json::Value {
+    let last = path.last().map(String::as_str).unwrap_or("");
+    if matches!(last, "allow_networks" | "sqlite_roots") {
+        return serde_json::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| serde_json::Value::String(s.to_owned()))
+                .collect(),
+        );
+    }
+    if let Ok(n) = raw.parse::<u64>() {
+        return serde_json::Value::from(n);
+    }
+    match raw {
+        "true" => serde_json::Value::Bool(true),
+        "false" => serde_json::Value::Bool(false),
+        _ => serde_json::Value::String(raw.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_used_when_nothing_is_given() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_then_environment_then_flags_win_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[limits]\nmax_rows = 5\nmax_sql_bytes = 7\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[
+                ("SLUICE_DATA_DIR", "/from/env"),
+                ("SLUICE_LIMITS__MAX_ROWS", "6"),
+                ("SLUICE_ALLOW_NETWORKS", "127.0.0.0/8, 10.0.0.0/8"),
+                ("SLUICE_MASTER_KEY", "not a config key"),
+                ("SLUICE_TEST_PG_URL", "ignored"),
+                ("OTHER", "ignored"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:3333".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3333", "flag wins");
+        assert_eq!(c.data_dir, PathBuf::from("/from/env"), "env beats file");
+        assert_eq!(c.limits.max_rows, 6, "env beats file in a section");
+        assert_eq!(c.limits.max_sql_bytes, 7, "file beats default");
+        assert_eq!(c.allow_networks.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_the_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        std::fs::write(&f, "[limits]\nmax_rowz = 5\n").unwrap();
+        let e = Config::load(Some(&f), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("max_rowz"), "{e}");
+        let e =
+            Config::load(None, env(&[("SLUICE_LISTN", "x")]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_zero_bounds_are_refused() {
+        let e = Config::load(
+            None,
+            env(&[("SLUICE_LIMITS__MAX_ROWS", "many")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_rows"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("SLUICE_POOLS__MAX_SIZE", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pools"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let e = Config::load(
+            Some(Path::new("/nonexistent/sluice.toml")),
+            env(&[]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,4 @@
+//! PLACEHOLDER
+pub async fn run(_c: crate::config::Config) -> anyhow::Result<()> {
+    anyhow::bail!("demo not built")
+}

@@ -1,0 +1,4 @@
+//! PLACEHOLDER
+pub fn document() -> serde_json::Value {
+    serde_json::json!({})
+}

@@ -1,0 +1,604 @@
+//! Datasource routes: registration and editing of connection settings and scope policy, sharing,
+//! ownership transfer, connection check and schema.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+use super::error::{ApiError, require};
+use super::extract::Json;
+use super::views::{self, ds_acl, find_ds, find_principal, find_user, principal_in, valid_name};
+use super::{AppState, change_record};
+use crate::identity::Caller;
+use crate::model::*;
+use crate::permission::{self, CompanyAction, DatasourceAction};
+use crate::store::{Change, ConnectionSettings, Datasource, build_spec};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/datasources", get(list).post(create))
+        .route(
+            "/v1/datasources/{id}",
+            get(get_one).patch(patch).delete(remove),
+        )
+        .route("/v1/datasources/{id}/members", get(list_members))
+        .route(
+            "/v1/datasources/{id}/members/{principal_id}",
+            put(set_member).delete(remove_member),
+        )
+        .route("/v1/datasources/{id}/transfer", post(transfer))
+        .route("/v1/datasources/{id}/check", post(check))
+        .route("/v1/datasources/{id}/schema", get(schema))
+}
+
+/// The connection as a client sends it: the settings plus a write-only password.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct ConnectionBody {
+    host: Option<String>,
+    port: Option<u16>,
+    database: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    options: std::collections::BTreeMap<String, String>,
+    path: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct PoolBody {
+    max_size: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    kind: DatasourceKind,
+    visibility: Option<Visibility>,
+    connection: ConnectionBody,
+    policy: Option<ScopePolicy>,
+    pool: Option<PoolBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    name: Option<String>,
+    description: Option<String>,
+    kind: Option<DatasourceKind>,
+    visibility: Option<Visibility>,
+    connection: Option<ConnectionBody>,
+    policy: Option<ScopePolicy>,
+    pool: Option<PoolBody>,
+}
+
+/// Startup options a datasource may set; anything that could redirect the connection (host
+/// overrides, socket paths, `hostaddr`) is refused.
+const ALLOWED_OPTIONS: &[&str] = &["application_name"];
+
+fn text_field(what: &str, v: &Option<String>) -> Result<String, ApiError> {
+    match v.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control) => {
+            Ok(s.to_owned())
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "connection.{what} is required (1 to 255 printable characters)"
+        ))),
+    }
+}
+
+/// Validates a connection for `kind` and returns the settings to store (no password).
+fn validate_connection(
+    kind: DatasourceKind,
+    c: &ConnectionBody,
+) -> Result<ConnectionSettings, ApiError> {
+    for k in c.options.keys() {
+        if !ALLOWED_OPTIONS.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "connection option {k:?} is not allowed (allowed: {})",
+                ALLOWED_OPTIONS.join(", ")
+            )));
+        }
+    }
+    match kind {
+        DatasourceKind::Sqlite => {
+            if c.host.is_some() || c.port.is_some() || c.user.is_some() || c.password.is_some() {
+                return Err(ApiError::bad_request(
+                    "a sqlite connection takes only connection.path",
+                ));
+            }
+            let path = text_field("path", &c.path)?;
+            Ok(ConnectionSettings {
+                path: Some(path),
+                ..Default::default()
+            })
+        }
+        _ => {
+            if c.path.is_some() {
+                return Err(ApiError::bad_request(
+                    "connection.path is only for sqlite datasources",
+                ));
+            }
+            let host = text_field("host", &c.host)?;
+            if host.starts_with('/') || host.contains(['@', '/', '\\', ',', ' ']) {
+                return Err(ApiError::bad_request(
+                    "connection.host must be a host name or an IP address",
+                ));
+            }
+            if c.port == Some(0) {
+                return Err(ApiError::bad_request("connection.port must be 1 to 65535"));
+            }
+            Ok(ConnectionSettings {
+                host: Some(host),
+                port: Some(c.port.unwrap_or(if kind == DatasourceKind::Mysql {
+                    3306
+                } else {
+                    5432
+                })),
+                database: Some(text_field("database", &c.database)?),
+                user: Some(text_field("user", &c.user)?),
+                options: c.options.clone(),
+                path: None,
+            })
+        }
+    }
+}
+
+fn validate_policy(state: &AppState, p: &ScopePolicy) -> Result<(), ApiError> {
+    let l = &state.config.limits;
+    if p.max_rows == 0 || p.max_rows > l.max_rows {
+        return Err(ApiError::bad_request(format!(
+            "policy.max_rows must be 1 to {}",
+            l.max_rows
+        )));
+    }
+    if p.timeout_ms == 0 || p.timeout_ms > l.max_timeout_ms {
+        return Err(ApiError::bad_request(format!(
+            "policy.timeout_ms must be 1 to {}",
+            l.max_timeout_ms
+        )));
+    }
+    let table_ok =
+        |t: &String| !t.trim().is_empty() && t.len() <= 255 && !t.chars().any(char::is_control);
+    if !p.allowed_tables.iter().flatten().all(table_ok) || !p.denied_tables.iter().all(table_ok) {
+        return Err(ApiError::bad_request(
+            "policy table entries must be non-empty `schema.table` or `schema.*`",
+        ));
+    }
+    if !p.extra_functions.iter().all(|f| {
+        !f.is_empty()
+            && f.len() <= 128
+            && f.chars().all(|c| c.is_alphanumeric() || "_.".contains(c))
+    }) {
+        return Err(ApiError::bad_request(
+            "policy.extra_functions entries must be function names",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_pool(state: &AppState, p: Option<PoolBody>) -> Result<Option<usize>, ApiError> {
+    match p {
+        Some(PoolBody { max_size }) if max_size == 0 || max_size > state.config.pools.max_size => {
+            Err(ApiError::bad_request(format!(
+                "pool.max_size must be 1 to {}",
+                state.config.pools.max_size
+            )))
+        }
+        Some(p) => Ok(Some(p.max_size)),
+        None => Ok(None),
+    }
+}
+
+async fn list(caller: Caller) -> impl IntoResponse {
+    let cv = &caller.company;
+    let p = caller.principal();
+    let mut items: Vec<&Datasource> = cv
+        .datasources
+        .values()
+        .filter(|d| permission::datasource(&p, &ds_acl(d), DatasourceAction::View).is_allow())
+        .collect();
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    let items: Vec<_> = items
+        .into_iter()
+        .map(|d| views::datasource(&caller, cv, d))
+        .collect();
+    axum::Json(json!({ "items": items }))
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<CreateBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cv = &caller.company;
+    let integration = cv.integration(body.kind);
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::RegisterDatasource {
+            integration_enabled: integration.enabled,
+            creators_can_register: integration.creators_can_register,
+        },
+    ))?;
+    let name = valid_name("name", &body.name)?;
+    let connection = validate_connection(body.kind, &body.connection)?;
+    let policy = body.policy.unwrap_or_default();
+    validate_policy(&state, &policy)?;
+    let pool_max_size =
+        validate_pool(&state, body.pool)?.unwrap_or(state.config.pools.default_size);
+    if cv.datasources.values().any(|d| d.name == name) {
+        return Err(ApiError::conflict(
+            "a datasource with that name already exists",
+        ));
+    }
+    let id = DatasourceId::generate();
+    let password_enc = body
+        .connection
+        .password
+        .as_deref()
+        .map(|p| state.store.seal_password(&id, p));
+    let now = Utc::now();
+    let spec = build_spec(
+        &id,
+        body.kind,
+        &connection,
+        password_enc.as_deref(),
+        pool_max_size,
+        1,
+        state.store.key(),
+    );
+    let ds = Datasource {
+        id: id.clone(),
+        company_id: caller.user.company_id.clone(),
+        name,
+        description: body.description,
+        kind: body.kind,
+        visibility: body.visibility.unwrap_or(Visibility::Private),
+        owner_id: caller.user.id.clone(),
+        connection,
+        password_enc,
+        policy,
+        pool_max_size,
+        generation: 1,
+        members: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        spec: Arc::new(spec),
+    };
+    let mut rec = change_record(&caller, "datasource.create");
+    rec.datasource_id = Some(id.clone());
+    rec.detail = Some(json!({"name": ds.name, "kind": ds.kind, "visibility": ds.visibility}));
+    let cv = state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::PutDatasource {
+                ds: Box::new(ds),
+                is_new: true,
+            }],
+            vec![rec],
+        )
+        .await?;
+    let ds = find_ds(&cv, id.as_str())?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(views::datasource(&caller, &cv, ds)),
+    ))
+}
+
+/// Finds a datasource the caller may at least view (404 otherwise) and checks `action`.
+fn guard<'a>(
+    caller: &'a Caller,
+    id: &str,
+    action: DatasourceAction,
+) -> Result<&'a Datasource, ApiError> {
+    let ds = find_ds(&caller.company, id)?;
+    require(permission::datasource(
+        &caller.principal(),
+        &ds_acl(ds),
+        action,
+    ))?;
+    Ok(ds)
+}
+
+async fn get_one(caller: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let ds = guard(&caller, &id, DatasourceAction::View)?;
+    Ok(axum::Json(views::datasource(&caller, &caller.company, ds)))
+}
+
+async fn patch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<PatchBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let old = guard(&caller, &id, DatasourceAction::Edit)?;
+    let mut ds = old.clone();
+    let mut changed = Vec::new();
+    if let Some(k) = body.kind
+        && k != ds.kind
+    {
+        return Err(ApiError::bad_request("a datasource's kind cannot change"));
+    }
+    if let Some(n) = &body.name {
+        ds.name = valid_name("name", n)?;
+        if caller
+            .company
+            .datasources
+            .values()
+            .any(|d| d.name == ds.name && d.id != ds.id)
+        {
+            return Err(ApiError::conflict(
+                "a datasource with that name already exists",
+            ));
+        }
+        changed.push("name");
+    }
+    if let Some(d) = body.description {
+        ds.description = d;
+        changed.push("description");
+    }
+    if let Some(v) = body.visibility {
+        ds.visibility = v;
+        changed.push("visibility");
+    }
+    let mut reconnect = false;
+    if let Some(c) = &body.connection {
+        ds.connection = validate_connection(ds.kind, c)?;
+        if let Some(p) = &c.password {
+            ds.password_enc = Some(state.store.seal_password(&ds.id, p));
+            changed.push("password");
+        }
+        changed.push("connection");
+        reconnect = true;
+    }
+    if let Some(p) = body.policy {
+        validate_policy(&state, &p)?;
+        ds.policy = p;
+        changed.push("policy");
+    }
+    if let Some(size) = validate_pool(&state, body.pool)? {
+        ds.pool_max_size = size;
+        changed.push("pool");
+        reconnect = true;
+    }
+    if reconnect {
+        ds.generation += 1;
+    }
+    ds.updated_at = Utc::now();
+    let mut rec = change_record(&caller, "datasource.update");
+    rec.datasource_id = Some(ds.id.clone());
+    // Which fields changed, never their values: a connection may carry a password.
+    rec.detail = Some(json!({"changed": changed}));
+    let cv = state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::PutDatasource {
+                ds: Box::new(ds),
+                is_new: false,
+            }],
+            vec![rec],
+        )
+        .await?;
+    if reconnect {
+        state.registry.close(&DatasourceId(id.clone()));
+    }
+    let ds = find_ds(&cv, &id)?;
+    Ok(axum::Json(views::datasource(&caller, &cv, ds)))
+}
+
+async fn remove(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ds = guard(&caller, &id, DatasourceAction::Delete)?;
+    let mut rec = change_record(&caller, "datasource.delete");
+    rec.datasource_id = Some(ds.id.clone());
+    rec.detail = Some(json!({"name": ds.name}));
+    let ds_id = ds.id.clone();
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::DeleteDatasource { id: ds_id.clone() }],
+            vec![rec],
+        )
+        .await?;
+    state.registry.close(&ds_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_members(
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ds = guard(&caller, &id, DatasourceAction::View)?;
+    Ok(axum::Json(views::members(&ds.members)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MemberBody {
+    pub role: ObjectRole,
+}
+
+/// Validates a grant: only viewer or editor (ownership moves by transfer), and only to person
+/// users or groups of the company (API users never see datasources).
+pub(super) fn member_principal(
+    caller: &Caller,
+    principal_id: &str,
+    role: ObjectRole,
+    api_users_allowed: bool,
+) -> Result<PrincipalId, ApiError> {
+    if role == ObjectRole::Owner {
+        return Err(ApiError::bad_request(
+            "role must be viewer or editor; ownership moves with /transfer",
+        ));
+    }
+    let p = find_principal(&caller.company, principal_id)?;
+    if let PrincipalId::User(u) = &p
+        && !api_users_allowed
+        && caller
+            .company
+            .users
+            .get(u)
+            .is_some_and(|u| u.kind == UserKind::Api)
+    {
+        return Err(ApiError::bad_request(
+            "API users cannot be given datasources; add them to an app",
+        ));
+    }
+    Ok(p)
+}
+
+async fn set_member(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, principal_id)): Path<(String, String)>,
+    Json(body): Json<MemberBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ds = guard(&caller, &id, DatasourceAction::Share)?;
+    let principal = member_principal(&caller, &principal_id, body.role, false)?;
+    let mut rec = change_record(&caller, "datasource.share");
+    rec.datasource_id = Some(ds.id.clone());
+    rec.target_id = Some(principal_id);
+    rec.detail = Some(json!({"role": body.role}));
+    let cv = state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::SetMember {
+                object_id: ds.id.to_string(),
+                principal,
+                role: body.role,
+            }],
+            vec![rec],
+        )
+        .await?;
+    let ds = find_ds(&cv, &id)?;
+    Ok(axum::Json(views::members(&ds.members)))
+}
+
+async fn remove_member(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, principal_id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ds = guard(&caller, &id, DatasourceAction::Share)?;
+    let principal = find_principal(&caller.company, &principal_id)?;
+    let mut rec = change_record(&caller, "datasource.unshare");
+    rec.datasource_id = Some(ds.id.clone());
+    rec.target_id = Some(principal_id);
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::RemoveMember {
+                object_id: ds.id.to_string(),
+                principal,
+            }],
+            vec![rec],
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TransferBody {
+    pub user_id: String,
+}
+
+/// The new owner: a person of the company with creator role or higher (409 otherwise).
+pub(super) fn transfer_target(caller: &Caller, user_id: &str) -> Result<UserId, ApiError> {
+    let u = find_user(&caller.company, user_id)?;
+    if !permission::can_receive_ownership(u.kind, u.role) {
+        return Err(ApiError::conflict(
+            "ownership can go only to a person user with creator role or higher",
+        ));
+    }
+    Ok(u.id.clone())
+}
+
+async fn transfer(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<TransferBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ds = guard(&caller, &id, DatasourceAction::Transfer)?;
+    let to = transfer_target(&caller, &body.user_id)?;
+    let mut new = ds.clone();
+    let from = std::mem::replace(&mut new.owner_id, to.clone());
+    new.updated_at = Utc::now();
+    let mut rec = change_record(&caller, "datasource.transfer");
+    rec.datasource_id = Some(new.id.clone());
+    rec.target_id = Some(to.to_string());
+    rec.detail = Some(json!({"from": from, "to": to}));
+    // The previous owner keeps editor access, so a transfer never locks its giver out by surprise.
+    let changes = vec![
+        Change::PutDatasource {
+            ds: Box::new(new),
+            is_new: false,
+        },
+        Change::SetMember {
+            object_id: id.clone(),
+            principal: PrincipalId::User(from),
+            role: ObjectRole::Editor,
+        },
+    ];
+    let cv = state
+        .apply(&caller.user.company_id, changes, vec![rec])
+        .await?;
+    let ds = find_ds(&cv, &id)?;
+    Ok(axum::Json(views::datasource(&caller, &cv, ds)))
+}
+
+async fn check(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ds = guard(&caller, &id, DatasourceAction::View)?;
+    if !caller.company.integration(ds.kind).enabled {
+        return Err(permission::Decision::IntegrationDisabled.into());
+    }
+    let info = state.registry.check(&ds.spec).await?;
+    Ok(axum::Json(json!({
+        "ok": true,
+        "latency_ms": info.latency_ms,
+        "server_version": info.server_version,
+    })))
+}
+
+async fn schema(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ds = guard(&caller, &id, DatasourceAction::View)?;
+    if !caller.company.integration(ds.kind).enabled {
+        return Err(permission::Decision::IntegrationDisabled.into());
+    }
+    let tables = state.registry.schema(&ds.spec).await?;
+    let default_schema = ds.default_schema().to_owned();
+    let tables: Vec<_> = tables
+        .into_iter()
+        .filter(|t| {
+            crate::policy::table_visible(&t.schema, &t.name, &default_schema, ds.kind, &ds.policy)
+        })
+        .collect();
+    Ok(axum::Json(json!({ "tables": tables })))
+}
+
+#[allow(dead_code)]
+fn _p(c: &Caller) -> permission::Principal<'_> {
+    principal_in(c, &c.company)
+}

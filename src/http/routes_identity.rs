@@ -1,0 +1,544 @@
+//! Identity routes: `/v1/me`, users, API users, tokens, groups.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+use super::error::{ApiError, require};
+use super::extract::{Json, OptionalJson};
+use super::views::{self, find_user, principal_in, valid_name};
+use super::{AppState, change_record};
+use crate::identity::{Caller, mint};
+use crate::model::*;
+use crate::permission::{self, CompanyAction};
+use crate::store::{Change, Group, User};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/me", get(me))
+        .route("/v1/users", get(list_users).post(invite_user))
+        .route(
+            "/v1/users/{id}",
+            axum::routing::patch(change_role).delete(delete_user),
+        )
+        .route("/v1/api-users", post(create_api_user))
+        .route("/v1/users/{id}/tokens", post(create_token))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/v1/groups", get(list_groups).post(create_group))
+        .route("/v1/groups/{id}", delete(delete_group))
+        .route(
+            "/v1/groups/{id}/members/{user_id}",
+            put(add_group_member).delete(remove_group_member),
+        )
+}
+
+async fn me(caller: Caller) -> impl IntoResponse {
+    let c = caller.company.company();
+    axum::Json(json!({
+        "user": views::user(&caller.user),
+        "company": {"id": c.id, "name": c.name},
+    }))
+}
+
+async fn list_users(caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ListUsers,
+    ))?;
+    let mut users: Vec<&User> = caller.company.users.values().collect();
+    users.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    let items: Vec<_> = users.into_iter().map(views::user).collect();
+    Ok(axum::Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    email: String,
+    name: Option<String>,
+    role: CompanyRole,
+}
+
+fn valid_email(e: &str) -> Result<String, ApiError> {
+    let e = e.trim();
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && !d.is_empty() && d.contains('.') && !d.starts_with('.')
+        })
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(e.to_owned())
+    } else {
+        Err(ApiError::bad_request("email is not a valid address"))
+    }
+}
+
+fn token_expiry(
+    state: &AppState,
+    now: DateTime<Utc>,
+    requested: Option<DateTime<Utc>>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match requested {
+        Some(t) if t <= now => Err(ApiError::bad_request("expires_at must be in the future")),
+        Some(t) => Ok(Some(t)),
+        None if state.config.tokens.default_ttl_days > 0 => Ok(Some(
+            now + chrono::Duration::days(state.config.tokens.default_ttl_days as i64),
+        )),
+        None => Ok(None),
+    }
+}
+
+async fn invite_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<InviteBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::InviteUser { role: body.role },
+    ))?;
+    let email = valid_email(&body.email)?;
+    let name = match &body.name {
+        Some(n) => valid_name("name", n)?,
+        None => email.clone(),
+    };
+    if caller.company.users.values().any(|u| {
+        u.email
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case(&email))
+    }) {
+        return Err(ApiError::conflict("a user with that email already exists"));
+    }
+    let now = Utc::now();
+    let user = User {
+        id: UserId::generate(),
+        company_id: caller.user.company_id.clone(),
+        kind: UserKind::Person,
+        email: Some(email),
+        name,
+        role: body.role,
+        created_at: now,
+    };
+    let minted = mint(
+        &user.id,
+        &user.company_id,
+        Some("first token".to_owned()),
+        now,
+        token_expiry(&state, now, None)?,
+    );
+    let mut rec = change_record(&caller, "user.create");
+    rec.target_id = Some(user.id.to_string());
+    rec.detail = Some(json!({"role": body.role}));
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![
+                Change::CreateUser(user.clone()),
+                Change::CreateToken(minted.token.clone()),
+            ],
+            vec![rec],
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"user": views::user(&user), "token": minted.plain})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: CompanyRole,
+}
+
+async fn change_role(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<RoleBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cv = &caller.company;
+    // Person users only see users at all; API users get 404 like any object they cannot view.
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ListUsers,
+    ))
+    .map_err(|_| ApiError::not_found())?;
+    let target = find_user(cv, &id)?;
+    if target.kind == UserKind::Api {
+        return Err(ApiError::bad_request("API users have no company role"));
+    }
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ChangeRole {
+            from: target.role,
+            to: body.role,
+        },
+    ))?;
+    require(permission::last_owner_rule(
+        cv.owner_count(),
+        target.role,
+        Some(body.role),
+    ))?;
+    let mut rec = change_record(&caller, "user.role");
+    rec.target_id = Some(target.id.to_string());
+    rec.detail = Some(json!({"from": target.role, "to": body.role}));
+    let cv = state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::SetUserRole {
+                user_id: target.id.clone(),
+                role: body.role,
+            }],
+            vec![rec],
+        )
+        .await?;
+    let updated = find_user(&cv, &id)?;
+    Ok(axum::Json(views::user(updated)))
+}
+
+async fn delete_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cv = &caller.company;
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ListUsers,
+    ))
+    .map_err(|_| ApiError::not_found())?;
+    let target = find_user(cv, &id)?;
+    let action = if target.kind == UserKind::Api {
+        CompanyAction::ManageApiUsers
+    } else {
+        CompanyAction::RemoveUser { role: target.role }
+    };
+    require(permission::company(&caller.principal(), action))?;
+    if target.kind == UserKind::Person {
+        require(permission::last_owner_rule(
+            cv.owner_count(),
+            target.role,
+            None,
+        ))?;
+    }
+    let mut rec = change_record(&caller, "user.delete");
+    rec.target_id = Some(target.id.to_string());
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::DeleteUser {
+                user_id: target.id.clone(),
+            }],
+            vec![rec],
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiUserBody {
+    name: String,
+}
+
+async fn create_api_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<ApiUserBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ManageApiUsers,
+    ))?;
+    let name = valid_name("name", &body.name)?;
+    if caller
+        .company
+        .users
+        .values()
+        .any(|u| u.kind == UserKind::Api && u.name == name)
+    {
+        return Err(ApiError::conflict(
+            "an API user with that name already exists",
+        ));
+    }
+    let now = Utc::now();
+    let user = User {
+        id: UserId::generate(),
+        company_id: caller.user.company_id.clone(),
+        kind: UserKind::Api,
+        email: None,
+        name,
+        role: CompanyRole::Consumer,
+        created_at: now,
+    };
+    let minted = mint(
+        &user.id,
+        &user.company_id,
+        Some("first token".to_owned()),
+        now,
+        token_expiry(&state, now, None)?,
+    );
+    let mut rec = change_record(&caller, "api_user.create");
+    rec.target_id = Some(user.id.to_string());
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![
+                Change::CreateUser(user.clone()),
+                Change::CreateToken(minted.token.clone()),
+            ],
+            vec![rec],
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"user": views::user(&user), "token": minted.plain})),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+async fn create_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<TokenBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cv = &caller.company;
+    let target = if id == caller.user.id.as_str() {
+        &caller.user
+    } else {
+        find_user(cv, &id)?
+    };
+    require(permission::create_token(
+        &caller.principal(),
+        &target.id,
+        target.kind,
+    ))?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| valid_name("name", n))
+        .transpose()?;
+    let count = cv
+        .tokens
+        .values()
+        .filter(|t| t.user_id == target.id)
+        .count();
+    if count >= state.config.tokens.max_per_user {
+        return Err(ApiError::conflict(format!(
+            "the user already has {count} tokens, the most allowed; revoke one first"
+        )));
+    }
+    let now = Utc::now();
+    let expires_at = token_expiry(&state, now, body.expires_at)?;
+    let minted = mint(&target.id, &target.company_id, name, now, expires_at);
+    let mut rec = change_record(&caller, "token.create");
+    rec.target_id = Some(minted.token.id.to_string());
+    rec.detail = Some(json!({"user_id": target.id}));
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::CreateToken(minted.token.clone())],
+            vec![rec],
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "id": minted.token.id,
+            "token": minted.plain,
+            "expires_at": minted.token.expires_at,
+        })),
+    ))
+}
+
+async fn revoke_token(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cv = &caller.company;
+    let token = cv
+        .tokens
+        .get(&TokenId(id.clone()))
+        .ok_or_else(ApiError::not_found)?;
+    let decision = permission::revoke_token(&caller.principal(), &token.user_id);
+    if !decision.is_allow() {
+        // Someone else's token: do not reveal that it exists.
+        return Err(ApiError::not_found());
+    }
+    let mut rec = change_record(&caller, "token.revoke");
+    rec.target_id = Some(id.clone());
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::RevokeToken {
+                token_id: token.id.clone(),
+            }],
+            vec![rec],
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn group_json(g: &Group) -> serde_json::Value {
+    json!({"id": g.id, "name": g.name, "members": g.members, "created_at": g.created_at})
+}
+
+async fn list_groups(caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ListGroups,
+    ))?;
+    let mut groups: Vec<&Group> = caller.company.groups.values().collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(axum::Json(
+        json!({"items": groups.into_iter().map(group_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    name: String,
+}
+
+async fn create_group(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<GroupBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ManageGroups,
+    ))?;
+    let name = valid_name("name", &body.name)?;
+    let group = Group {
+        id: GroupId::generate(),
+        company_id: caller.user.company_id.clone(),
+        name,
+        members: Vec::new(),
+        created_at: Utc::now(),
+    };
+    let mut rec = change_record(&caller, "group.create");
+    rec.target_id = Some(group.id.to_string());
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::CreateGroup(group.clone())],
+            vec![rec],
+        )
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(group_json(&group))))
+}
+
+fn find_group<'a>(caller: &'a Caller, id: &str) -> Result<&'a Group, ApiError> {
+    caller
+        .company
+        .groups
+        .get(&GroupId(id.to_owned()))
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Group routes: API users cannot see groups at all (404), consumers/creators see them but may
+/// not change them (403).
+fn group_guard(caller: &Caller, id: &str) -> Result<GroupId, ApiError> {
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ListGroups,
+    ))
+    .map_err(|_| ApiError::not_found())?;
+    let g = find_group(caller, id)?;
+    require(permission::company(
+        &caller.principal(),
+        CompanyAction::ManageGroups,
+    ))?;
+    Ok(g.id.clone())
+}
+
+async fn delete_group(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let group_id = group_guard(&caller, &id)?;
+    let mut rec = change_record(&caller, "group.delete");
+    rec.target_id = Some(id);
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::DeleteGroup { group_id }],
+            vec![rec],
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_group_member(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, user_id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let group_id = group_guard(&caller, &id)?;
+    let user = find_user(&caller.company, &user_id)?;
+    if user.kind == UserKind::Api {
+        return Err(ApiError::bad_request(
+            "API users cannot join groups; add them to apps directly",
+        ));
+    }
+    let mut rec = change_record(&caller, "group.member_add");
+    rec.target_id = Some(id);
+    rec.detail = Some(json!({"user_id": user.id}));
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::AddGroupMember {
+                group_id,
+                user_id: user.id.clone(),
+            }],
+            vec![rec],
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_group_member(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, user_id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let group_id = group_guard(&caller, &id)?;
+    let user = find_user(&caller.company, &user_id)?;
+    let mut rec = change_record(&caller, "group.member_remove");
+    rec.target_id = Some(id);
+    rec.detail = Some(json!({"user_id": user.id}));
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::RemoveGroupMember {
+                group_id,
+                user_id: user.id.clone(),
+            }],
+            vec![rec],
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[allow(dead_code)]
+fn _uses(c: &Caller) -> permission::Principal<'_> {
+    principal_in(c, &c.company)
+}

@@ -1,0 +1,463 @@
+//! The control plane: companies, users, tokens, groups, datasources, apps and their sharing.
+//!
+//! All writes go through one interface, [`Change`], applied atomically with their audit records by
+//! a backend (SQLite today; the enum is what a PostgreSQL backend for several replicas would
+//! implement). Reads are served from an in-memory [`View`], one immutable snapshot per company,
+//! swapped after every committed write, so the query path never waits on the store.
+
+pub mod crypto;
+mod sqlite;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::audit::AuditRecord;
+use crate::datasource::{Connection, DatasourceSpec, Secret};
+use crate::model::*;
+pub use crypto::MasterKey;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Company {
+    pub id: CompanyId,
+    pub name: String,
+    pub redact_private_audit: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct User {
+    pub id: UserId,
+    #[serde(skip)]
+    pub company_id: CompanyId,
+    pub kind: UserKind,
+    pub email: Option<String>,
+    pub name: String,
+    /// For API users this is always `consumer` and means nothing: they are governed by explicit
+    /// app grants only.
+    pub role: CompanyRole,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Group {
+    pub id: GroupId,
+    #[serde(skip)]
+    pub company_id: CompanyId,
+    pub name: String,
+    pub members: Vec<UserId>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The connection settings as the API shows them: never a password.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    /// SQLite only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Datasource {
+    pub id: DatasourceId,
+    pub company_id: CompanyId,
+    pub name: String,
+    pub description: String,
+    pub kind: DatasourceKind,
+    pub visibility: Visibility,
+    pub owner_id: UserId,
+    pub connection: ConnectionSettings,
+    /// Encrypted with the master key, bound to the datasource id.
+    pub password_enc: Option<Vec<u8>>,
+    pub policy: ScopePolicy,
+    pub pool_max_size: usize,
+    /// Bumped when connection or pool settings change, so the pool is rebuilt.
+    pub generation: u64,
+    pub members: Vec<(PrincipalId, ObjectRole)>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// What the pool registry needs, with the password decrypted once at load time.
+    pub spec: Arc<DatasourceSpec>,
+}
+
+impl Datasource {
+    /// Where unqualified table names resolve, as the database itself resolves them.
+    pub fn default_schema(&self) -> &str {
+        match self.kind {
+            DatasourceKind::Postgres => "public",
+            DatasourceKind::Mysql => self.connection.database.as_deref().unwrap_or(""),
+            DatasourceKind::Sqlite => "main",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct App {
+    pub id: AppId,
+    pub company_id: CompanyId,
+    pub name: String,
+    pub description: String,
+    pub visibility: Visibility,
+    pub owner_id: UserId,
+    pub members: Vec<(PrincipalId, ObjectRole)>,
+    /// Attached datasources in attachment order.
+    pub datasources: Vec<DatasourceId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Integration {
+    pub kind: DatasourceKind,
+    pub enabled: bool,
+    pub creators_can_register: bool,
+}
+
+impl Integration {
+    /// Integrations start off; creators may register once an admin turns one on.
+    pub fn default_for(kind: DatasourceKind) -> Self {
+        Integration {
+            kind,
+            enabled: false,
+            creators_can_register: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Token {
+    pub id: TokenId,
+    pub user_id: UserId,
+    pub company_id: CompanyId,
+    pub name: Option<String>,
+    /// SHA-256 of the token's secret part.
+    pub hash: [u8; 32],
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One company's state, immutable once built.
+#[derive(Debug, Default)]
+pub struct CompanyView {
+    pub company: Option<Company>,
+    pub users: HashMap<UserId, User>,
+    pub groups: HashMap<GroupId, Group>,
+    /// The groups each user belongs to.
+    pub user_groups: HashMap<UserId, Vec<GroupId>>,
+    pub apps: HashMap<AppId, App>,
+    pub datasources: HashMap<DatasourceId, Datasource>,
+    pub integrations: HashMap<DatasourceKind, Integration>,
+    pub tokens: HashMap<TokenId, Token>,
+}
+
+impl CompanyView {
+    pub fn company(&self) -> &Company {
+        // A view is only built for a company row that exists.
+        self.company.as_ref().expect("company view without company")
+    }
+
+    pub fn integration(&self, kind: DatasourceKind) -> Integration {
+        self.integrations
+            .get(&kind)
+            .copied()
+            .unwrap_or_else(|| Integration::default_for(kind))
+    }
+
+    pub fn groups_of(&self, user: &UserId) -> &[GroupId] {
+        self.user_groups.get(user).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn owner_count(&self) -> usize {
+        self.users
+            .values()
+            .filter(|u| u.kind == UserKind::Person && u.role == CompanyRole::Owner)
+            .count()
+    }
+}
+
+/// Every company's view plus the global token index (token ids are global; the token names its
+/// company).
+#[derive(Debug, Default)]
+pub struct View {
+    pub companies: HashMap<CompanyId, Arc<CompanyView>>,
+    pub token_company: HashMap<TokenId, CompanyId>,
+}
+
+impl View {
+    pub fn company(&self, id: &CompanyId) -> Option<&Arc<CompanyView>> {
+        self.companies.get(id)
+    }
+}
+
+/// A new token to store: the hash only; the plain token was shown once to its owner.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub token: Token,
+}
+
+/// Every write the control plane knows. A backend applies a list of them atomically, with the
+/// audit records that describe them, in one transaction.
+#[derive(Clone, Debug)]
+pub enum Change {
+    CreateCompany(Company),
+    UpdateCompany(Company),
+    CreateUser(User),
+    SetUserRole {
+        user_id: UserId,
+        role: CompanyRole,
+    },
+    DeleteUser {
+        user_id: UserId,
+    },
+    CreateToken(Token),
+    RevokeToken {
+        token_id: TokenId,
+    },
+    CreateGroup(Group),
+    DeleteGroup {
+        group_id: GroupId,
+    },
+    AddGroupMember {
+        group_id: GroupId,
+        user_id: UserId,
+    },
+    RemoveGroupMember {
+        group_id: GroupId,
+        user_id: UserId,
+    },
+    /// Create or replace a datasource row (members are separate changes).
+    PutDatasource {
+        ds: Box<Datasource>,
+        is_new: bool,
+    },
+    DeleteDatasource {
+        id: DatasourceId,
+    },
+    PutApp {
+        app: App,
+        is_new: bool,
+    },
+    DeleteApp {
+        id: AppId,
+    },
+    Attach {
+        app_id: AppId,
+        datasource_id: DatasourceId,
+        by: UserId,
+    },
+    Detach {
+        app_id: AppId,
+        datasource_id: DatasourceId,
+    },
+    /// Grant (or change) an object role on an app or datasource.
+    SetMember {
+        object_id: String,
+        principal: PrincipalId,
+        role: ObjectRole,
+    },
+    RemoveMember {
+        object_id: String,
+        principal: PrincipalId,
+    },
+    SetIntegration(Integration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or invariant rule refused the change (duplicate name, last owner…).
+    #[error("{0}")]
+    Conflict(String),
+    /// The object the change names does not exist (it was deleted concurrently).
+    #[error("not found")]
+    NotFound,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+            match f.code {
+                rusqlite::ErrorCode::ConstraintViolation => {
+                    let m = msg.clone().unwrap_or_default();
+                    return StoreError::Conflict(if m.contains("UNIQUE") {
+                        "an object with that name already exists".to_owned()
+                    } else {
+                        "the change conflicts with existing data".to_owned()
+                    });
+                }
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                    return StoreError::Unavailable("the store is busy".to_owned());
+                }
+                _ => {}
+            }
+        }
+        StoreError::Internal(e.to_string())
+    }
+}
+
+/// The control-plane store: the durable backend plus the in-memory view it keeps current.
+pub struct Store {
+    backend: Mutex<sqlite::Backend>,
+    view: ArcSwap<View>,
+    key: Arc<MasterKey>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store file, applies migrations and loads the view.
+    pub fn open(path: &Path, key: MasterKey) -> Result<Store, StoreError> {
+        let backend = sqlite::Backend::open(path)?;
+        let key = Arc::new(key);
+        let view = backend.load_all(&key)?;
+        Ok(Store {
+            backend: Mutex::new(backend),
+            view: ArcSwap::from_pointee(view),
+            key,
+        })
+    }
+
+    /// The current snapshot: no lock, no I/O.
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// Applies `changes` and their audit records in one transaction, then refreshes the company's
+    /// view. Returns after the commit: an answered change is durable.
+    pub fn apply(
+        &self,
+        company: &CompanyId,
+        changes: Vec<Change>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<Arc<CompanyView>, StoreError> {
+        let mut backend = self
+            .backend
+            .lock()
+            .map_err(|_| StoreError::Internal("store lock poisoned".to_owned()))?;
+        backend.apply(company, &changes, &audit, &self.key)?;
+        let cv = Arc::new(backend.load_company(company, &self.key)?);
+        let old = self.view.load_full();
+        let mut companies = old.companies.clone();
+        let mut token_company: HashMap<TokenId, CompanyId> = old
+            .token_company
+            .iter()
+            .filter(|(_, c)| *c != company)
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect();
+        for t in cv.tokens.keys() {
+            token_company.insert(t.clone(), company.clone());
+        }
+        companies.insert(company.clone(), cv.clone());
+        self.view.store(Arc::new(View {
+            companies,
+            token_company,
+        }));
+        backend.remember_own_write();
+        Ok(cv)
+    }
+
+    /// Reloads everything when another process (the `sluice company create` CLI, or another
+    /// replica) wrote to the store since this one last looked. Cheap when nothing changed.
+    pub fn refresh_if_changed(&self) -> Result<bool, StoreError> {
+        let mut backend = self
+            .backend
+            .lock()
+            .map_err(|_| StoreError::Internal("store lock poisoned".to_owned()))?;
+        if !backend.changed_elsewhere()? {
+            return Ok(false);
+        }
+        let view = backend.load_all(&self.key)?;
+        self.view.store(Arc::new(view));
+        Ok(true)
+    }
+
+    /// Readiness: the store answers a trivial query.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let backend = self
+            .backend
+            .lock()
+            .map_err(|_| StoreError::Internal("store lock poisoned".to_owned()))?;
+        backend.ping()
+    }
+
+    /// Reads audit records (admin route; not the query hot path).
+    pub fn audit_query(
+        &self,
+        filter: &crate::audit::AuditFilter,
+    ) -> Result<crate::audit::AuditPage, crate::audit::AuditError> {
+        let backend = self
+            .backend
+            .lock()
+            .map_err(|_| crate::audit::AuditError::Closed)?;
+        crate::audit::query(backend.conn(), filter)
+    }
+
+    /// Encrypts a datasource password for storage.
+    pub fn seal_password(&self, ds: &DatasourceId, password: &str) -> Vec<u8> {
+        self.key.encrypt(password.as_bytes(), ds.as_str())
+    }
+}
+
+/// Builds the registry's spec from a stored row (password decrypted here, once per load).
+pub(crate) fn build_spec(
+    ds_id: &DatasourceId,
+    kind: DatasourceKind,
+    conn: &ConnectionSettings,
+    password_enc: Option<&[u8]>,
+    pool_max_size: usize,
+    generation: u64,
+    key: &MasterKey,
+) -> DatasourceSpec {
+    let password = password_enc
+        .and_then(|p| key.decrypt(p, ds_id.as_str()).ok())
+        .map(|b| Secret::new(String::from_utf8_lossy(&b).into_owned()))
+        .unwrap_or_default();
+    let connection = match kind {
+        DatasourceKind::Sqlite => Connection::Sqlite {
+            path: conn.path.clone().unwrap_or_default().into(),
+        },
+        _ => Connection::Network {
+            host: conn.host.clone().unwrap_or_default(),
+            port: conn.port.unwrap_or(match kind {
+                DatasourceKind::Mysql => 3306,
+                _ => 5432,
+            }),
+            database: conn.database.clone().unwrap_or_default(),
+            user: conn.user.clone().unwrap_or_default(),
+            password,
+            options: conn.options.clone(),
+        },
+    };
+    DatasourceSpec {
+        id: ds_id.clone(),
+        kind,
+        connection,
+        pool_max_size,
+        generation,
+    }
+}
