@@ -4,7 +4,9 @@
 //! The SQL handed to this layer has already passed the SQL policy; this layer adds the database's
 //! own guard (read-only transactions, server-side timeouts), bounded pools and cancellation.
 
+pub mod mysql;
 pub mod net;
+pub mod sqlite;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
