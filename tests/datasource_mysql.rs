@@ -600,3 +600,25 @@ async fn check_and_schema_describe_the_server_and_its_tables() {
     assert!(matches!(err, ExecError::Unavailable(_)), "{err:?}");
     assert_eq!(pool.stats().size, 0);
 }
+
+#[tokio::test]
+async fn a_result_past_the_byte_limit_stops_with_result_too_large() {
+    let f = Fixture::new().await;
+    let settings = RegistrySettings {
+        max_result_bytes: 10_000,
+        ..settings()
+    };
+    let pool = MysqlPool::open(&f.spec(1), &settings).await.unwrap();
+    let mut stream = rows_of(pool.execute(query(MILLION)).await.unwrap());
+    let mut bytes = 0;
+    let mut last = None;
+    while let Some(r) = stream.next().await {
+        match r {
+            Ok(b) => bytes += b.len(),
+            Err(e) => last = Some(e),
+        }
+    }
+    assert_eq!(last, Some(ExecError::ResultTooLarge(10_000)));
+    assert!(bytes <= 10_000, "{bytes} bytes were sent");
+    f.assert_nothing_running_within_a_second().await;
+}

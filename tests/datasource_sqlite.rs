@@ -425,3 +425,25 @@ async fn check_and_schema_describe_the_file_and_its_tables() {
     assert!(matches!(err, ExecError::Unavailable(_)), "{err:?}");
     assert_eq!(pool.stats().size, 0);
 }
+
+#[tokio::test]
+async fn a_result_past_the_byte_limit_stops_with_result_too_large() {
+    let f = Fixture::new("");
+    let settings = RegistrySettings {
+        max_result_bytes: 10_000,
+        ..f.settings()
+    };
+    let pool = SqlitePool::open(&f.spec(1), &settings).await.unwrap();
+    let mut stream = rows_of(pool.execute(query(FOREVER)).await.unwrap());
+    let mut bytes = 0;
+    let mut last = None;
+    while let Some(r) = stream.next().await {
+        match r {
+            Ok(b) => bytes += b.len(),
+            Err(e) => last = Some(e),
+        }
+    }
+    assert_eq!(last, Some(ExecError::ResultTooLarge(10_000)));
+    assert!(bytes <= 10_000, "{bytes} bytes were sent");
+    assert_idle_within_a_second(&pool).await;
+}

@@ -5,6 +5,14 @@
 //!
 //! The pool is our own rather than mysql_async's: every new physical connection re-runs the SSRF
 //! check (`resolve_checked`), and a connection in an unknown state is never handed out again.
+//! Released connections get `COM_RESET_CONNECTION`, and the session is pinned again at checkout.
+//!
+//! Value mapping notes: DATETIME is `YYYY-MM-DDTHH:MM:SS[.ffffff]`, TIMESTAMP the same with `Z`
+//! (read in the pinned UTC session), TIME a signed duration `[-]HHH:MM:SS[.ffffff]`; MySQL's JSON
+//! type is nested JSON, but MariaDB's JSON is LONGTEXT on the wire (mysql_async does not ask for
+//! MariaDB's extended metadata), so it arrives as a string. MySQL does not report placeholder
+//! types, so params are checked by count only and the server converts them. A read-write query cut
+//! by `max_rows` is killed, so its transaction is rolled back (only a plain SELECT is expected).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
