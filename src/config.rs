@@ -183,7 +183,7 @@ impl Default for Log {
 /// Environment variables with the `SLUICE_` prefix that are not configuration keys: secrets read
 /// directly (the master key) and variables of the test suite.
 const ENV_NOT_CONFIG: &[&str] = &["MASTER_KEY", "LOG"];
-const ENV_NOT_CONFIG_PREFIXES: &[&str] = &["TEST_", "BENCH_"];
+const ENV_NOT_CONFIG_PREFIXES: &[&str] = &["TEST_", "BENCH_", "DEMO_"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
