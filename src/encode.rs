@@ -75,10 +75,9 @@ impl RowWriter {
         self.buf.push(b'"');
         let engine = base64::engine::general_purpose::STANDARD;
         let start = self.buf.len();
-        self.buf.resize(start + base64::encoded_len(v.len(), true).unwrap_or(0), 0);
-        let n = engine
-            .encode_slice(v, &mut self.buf[start..])
-            .unwrap_or(0);
+        self.buf
+            .resize(start + base64::encoded_len(v.len(), true).unwrap_or(0), 0);
+        let n = engine.encode_slice(v, &mut self.buf[start..]).unwrap_or(0);
         self.buf.truncate(start + n);
         self.buf.push(b'"');
     }

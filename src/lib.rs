@@ -5,6 +5,6 @@
 //! → `datasource` (pools and drivers) → `encode` (typed JSON / NDJSON) → `audit`.
 //! `store` holds the control plane and its in-memory view; `config` the typed configuration.
 
-pub mod model;
 pub mod datasource;
 pub mod encode;
+pub mod model;

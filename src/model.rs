@@ -208,7 +208,10 @@ mod tests {
             assert_eq!(k.as_str().parse::<DatasourceKind>().unwrap(), *k);
         }
         assert!("oracle".parse::<DatasourceKind>().is_err());
-        assert!("Owner".parse::<CompanyRole>().is_err(), "names are case-sensitive");
+        assert!(
+            "Owner".parse::<CompanyRole>().is_err(),
+            "names are case-sensitive"
+        );
     }
 
     #[test]

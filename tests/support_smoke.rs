@@ -14,7 +14,10 @@ async fn a_throwaway_postgres_database_is_created_usable_and_dropped() {
     drop(db);
     let admin = support::db::pg_connect(&support::db::pg_admin_url()).await;
     let n: i64 = admin
-        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
         .await
         .unwrap()
         .get(0);

@@ -5,6 +5,7 @@
 //! own guard (read-only transactions, server-side timeouts), bounded pools and cancellation.
 
 pub mod net;
+pub mod postgres;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;

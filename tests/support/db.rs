@@ -124,7 +124,9 @@ impl Drop for PgTestDb {
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await;
                 for r in roles {
-                    let _ = client.batch_execute(&format!("DROP ROLE IF EXISTS {r}")).await;
+                    let _ = client
+                        .batch_execute(&format!("DROP ROLE IF EXISTS {r}"))
+                        .await;
                 }
             }
         });
@@ -203,10 +205,14 @@ impl Drop for MysqlTestDb {
             if let Ok(opts) = mysql_async::Opts::from_url(&mysql_admin_url())
                 && let Ok(mut c) = mysql_async::Conn::new(opts).await
             {
-                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {name}")).await;
+                let _ = c
+                    .query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+                    .await;
                 for u in users {
                     for host in ["%", "localhost"] {
-                        let _ = c.query_drop(format!("DROP USER IF EXISTS '{u}'@'{host}'")).await;
+                        let _ = c
+                            .query_drop(format!("DROP USER IF EXISTS '{u}'@'{host}'"))
+                            .await;
                     }
                 }
                 let _ = c.disconnect().await;
