@@ -58,7 +58,8 @@ impl Decoder {
             Kind::Array(elem) => {
                 return Decoder::for_type(elem).map(|d| Decoder::Array(Box::new(d)));
             }
-            Kind::Simple => {}
+            // void and unknown are pseudo-types; the match below picks only those.
+            Kind::Simple | Kind::Pseudo => {}
             _ => return None,
         }
         let d = match *ty {
