@@ -767,3 +767,102 @@ async fn a_closed_pool_refuses_new_work() {
         Some(ExecError::Unavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn an_error_mid_stream_ends_the_stream_with_it_and_the_pool_recovers() {
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let Execution::Rows(mut s) = pool
+        .execute(query(
+            "SELECT 1 / (g - 500) FROM generate_series(1, 1000) g",
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!("expected rows")
+    };
+    let (mut n, mut err) = (0, None);
+    while let Some(r) = s.next().await {
+        match r {
+            Ok(_) => n += 1,
+            Err(e) => err = Some(e),
+        }
+    }
+    assert_eq!(n, 499);
+    assert!(
+        matches!(&err, Some(ExecError::QueryFailed { sqlstate: Some(c), .. }) if c == "22012"),
+        "{err:?}"
+    );
+    assert_eq!(
+        rows(&pool, query("SELECT 3")).await.unwrap().rows,
+        vec![json!([3])]
+    );
+}
+
+#[tokio::test]
+async fn an_empty_statement_returns_no_rows_instead_of_looping() {
+    let f = fixture("").await;
+    let pool = pool(&f).await;
+    let mut q = query("");
+    q.timeout = Duration::from_secs(2);
+    let r = rows(&pool, q).await.unwrap();
+    assert!(r.rows.is_empty() && r.columns.is_empty() && !r.truncated);
+}
+
+#[tokio::test]
+async fn a_session_setting_changed_by_a_statement_does_not_reach_the_next_request() {
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    // As if the SQL policy had let a session-level change through on a read-write datasource.
+    let mut w = query(
+        "SELECT set_config('standard_conforming_strings', 'off', false), \
+         set_config('TimeZone', 'America/New_York', false)",
+    );
+    w.read_only = false;
+    rows(&pool, w).await.unwrap();
+    let r = rows(
+        &pool,
+        query(
+            "SELECT current_setting('standard_conforming_strings'), current_setting('TimeZone'), \
+             '2024-01-01 00:00:00+00'::timestamptz",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.rows, vec![json!(["on", "UTC", "2024-01-01T00:00:00Z"])]);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_within_the_connect_timeout() {
+    let f = fixture("").await;
+    // Nothing listens on port 1.
+    let mut s = spec(&f, 1);
+    if let Connection::Network { port, .. } = &mut s.connection {
+        *port = 1;
+    }
+    let pool = PgPool::open(&s, &settings()).await.unwrap();
+    match pool.execute(query("SELECT 1")).await.err() {
+        Some(ExecError::Unavailable(m)) => assert!(!m.contains(PASSWORD), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A non-routable address: the connection attempt is cut at connect_timeout.
+    let mut settings = settings();
+    settings.connect_timeout = Duration::from_millis(300);
+    settings.allow_networks.push("10.0.0.0/8".parse().unwrap());
+    if let Connection::Network { host, port, .. } = &mut s.connection {
+        *host = "10.255.255.1".into();
+        *port = 5432;
+    }
+    let pool = PgPool::open(&s, &settings).await.unwrap();
+    let start = Instant::now();
+    assert!(matches!(
+        pool.execute(query("SELECT 1")).await.err(),
+        Some(ExecError::Unavailable(_))
+    ));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}

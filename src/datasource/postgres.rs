@@ -556,13 +556,18 @@ async fn run(obj: Object<PgManager>, job: Job, head: HeadSender, rows: RowSender
     }
 }
 
-/// The server-side timeouts for this statement, plus the read-only check, in one simple-query
-/// message (our own text, never user SQL).
+/// The server-side timeouts for this statement, the pinned session settings again (so not even a
+/// session-level `SET` that slipped through an earlier read-write request can change how this
+/// statement is read), and the read-only check, in one simple-query message (our own text, never
+/// user SQL). `SET LOCAL` ends with the transaction, so nothing carries over to the next request.
 fn setup_sql(timeout: Duration) -> String {
     let ms = millis(timeout);
     format!(
         "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
-         SET LOCAL idle_in_transaction_session_timeout = {ms}; SHOW transaction_read_only"
+         SET LOCAL idle_in_transaction_session_timeout = {ms}; \
+         SET LOCAL standard_conforming_strings = on; SET LOCAL client_encoding = 'UTF8'; \
+         SET LOCAL DateStyle = 'ISO'; SET LOCAL TimeZone = 'UTC'; \
+         SET LOCAL IntervalStyle = 'iso_8601'; SHOW transaction_read_only"
     )
 }
 
@@ -694,8 +699,10 @@ async fn drive(
             .await
             .map_err(|e| Failure::discard(db(e)))?;
         let mut stream = pin!(stream);
+        let mut got: u64 = 0;
         while let Some(row) = stream.next().await {
             let row = row.map_err(|e| Failure::discard(db(e)))?;
+            got += 1;
             fetched += 1;
             if fetched > req.max_rows {
                 job.truncated.store(true, Ordering::Release);
@@ -723,7 +730,9 @@ async fn drive(
                 )));
             }
         }
-        if stream.rows_affected().is_some() {
+        // A suspended portal returns exactly `want` rows; fewer (or a completion tag) means the
+        // statement finished. An empty statement completes with neither rows nor a tag.
+        if stream.rows_affected().is_some() || got < want as u64 {
             break;
         }
         batch = (batch * 2).min(MAX_BATCH);
