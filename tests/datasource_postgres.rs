@@ -759,8 +759,14 @@ async fn check_reports_the_server_version_and_schema_lists_what_the_account_can_
 #[tokio::test]
 async fn a_closed_pool_refuses_new_work() {
     let f = fixture("").await;
-    let pool = pool(&f).await;
-    assert!(rows(&pool, query("SELECT 1")).await.is_ok());
+    let pool = std::sync::Arc::new(pool(&f).await);
+    // The pool is shared across tasks (the registry holds it in an Arc; handlers are Send).
+    let shared = pool.clone();
+    let n = tokio::spawn(async move { rows(&shared, query("SELECT 1")).await.map(|r| r.rows) })
+        .await
+        .unwrap();
+    assert_eq!(n, Ok(vec![json!([1])]));
+    assert!(!format!("{pool:?}").contains(PASSWORD));
     pool.close();
     assert!(matches!(
         pool.execute(query("SELECT 1")).await.err(),

@@ -61,6 +61,15 @@ pub struct PgPool {
     connect_timeout: Duration,
 }
 
+impl std::fmt::Debug for PgPool {
+    /// Pool figures only: the target (and its password) are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgPool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
 struct Target {
     host: String,
     port: u16,
