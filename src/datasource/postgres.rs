@@ -1,21 +1,871 @@
-//! PLACEHOLDER (not committed): replaced by the driver branch at merge.
-use super::*;
-pub struct PgPool;
+//! PostgreSQL driver: a bounded pool of service-account connections to the checked address, and
+//! the execution of one policy-checked statement inside a read-only (or ordinary) transaction,
+//! with server-side timeouts, a client-side deadline that cancels on the server, and rows streamed
+//! through a portal in batches so that stopping early also stops the server.
+
+mod params;
+mod types;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deadpool::managed::{
+    self, Metrics, Object, Pool, PoolError, RecycleError, TimeoutType, Timeouts,
+};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
+
+use super::{
+    Column, ColumnInfo, Connection, DatasourceSpec, ExecError, Execute, Execution, PoolStats,
+    RegistrySettings, RowStream, Secret, ServerInfo, TableInfo, net, scrub,
+};
+use crate::encode::RowWriter;
+use types::{Decoder, RawCell};
+
+/// Session settings pinned in the startup packet, so every statement is read the way the SQL
+/// policy parsed it (`standard_conforming_strings`: a backslash is not an escape) and values come
+/// back in the formats the encoder expects.
+const STARTUP_OPTIONS: &str = "-c standard_conforming_strings=on -c client_encoding=UTF8 \
+     -c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=iso_8601";
+
+/// Prepared statements kept per connection; past this the cache is emptied (each dropped
+/// statement is closed on the server) so distinct ad-hoc queries cannot grow it without bound.
+const STATEMENT_CACHE_SIZE: usize = 256;
+
+/// Rows requested per portal fetch: small first so the first rows arrive quickly, doubling up to
+/// the maximum so long results need few round trips.
+const FIRST_BATCH: u64 = 128;
+const MAX_BATCH: u64 = 2048;
+
+/// Encoded rows buffered between the query task and the HTTP response.
+const ROW_CHANNEL: usize = 64;
+
+/// How long the out-of-band cancel request may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upper bound on the catalog query behind `schema()`.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A pool of connections to one PostgreSQL datasource.
+pub struct PgPool {
+    pool: Pool<PgManager>,
+    password: Secret,
+    max_result_bytes: u64,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgPool {
+    /// Pool figures only: the target (and its password) are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgPool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+struct Target {
+    host: String,
+    port: u16,
+    database: String,
+    user: String,
+    password: Secret,
+    application_name: String,
+}
+
+/// Opens connections for deadpool: resolves and checks the address at every new connection.
+struct PgManager {
+    target: Target,
+    allow: Vec<ipnet::IpNet>,
+    connect_timeout: Duration,
+}
+
+/// One physical connection.
+struct PgConn {
+    client: Client,
+    /// The connection task; aborted when the connection is dropped so the socket closes at once.
+    task: JoinHandle<()>,
+    statements: StatementCache,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Default)]
+struct StatementCache(Mutex<HashMap<String, Statement>>);
+
+impl StatementCache {
+    /// Prepares `sql` once per connection (extended protocol: one statement only).
+    async fn prepare(
+        &self,
+        client: &Client,
+        sql: &str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.lock().get(sql) {
+            return Ok(s.clone());
+        }
+        let stmt = client.prepare(sql).await?;
+        let mut map = self.lock();
+        if map.len() >= STATEMENT_CACHE_SIZE {
+            map.clear();
+        }
+        map.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+
+    fn forget(&self, sql: &str) {
+        self.lock().remove(sql);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl managed::Manager for PgManager {
+    type Type = PgConn;
+    type Error = ExecError;
+
+    async fn create(&self) -> Result<PgConn, ExecError> {
+        let t = &self.target;
+        let connect = async {
+            // Re-resolved for every physical connection and pinned as `hostaddr`, so the
+            // connection (and later its cancel requests) go to the address that was checked.
+            let addr: SocketAddr = net::resolve_checked(&t.host, t.port, &self.allow).await?;
+            let mut cfg = tokio_postgres::Config::new();
+            cfg.hostaddr(addr.ip())
+                .port(addr.port())
+                .user(&t.user)
+                .password(t.password.expose())
+                .dbname(&t.database)
+                .application_name(&t.application_name)
+                .options(STARTUP_OPTIONS)
+                .connect_timeout(self.connect_timeout);
+            let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
+                ExecError::Unavailable(scrub(&e.to_string(), &[t.password.expose()]))
+            })?;
+            let task = tokio::spawn(async move {
+                // The error (if any) surfaces on the client's next request.
+                let _ = connection.await;
+            });
+            Ok(PgConn {
+                client,
+                task,
+                statements: StatementCache::default(),
+            })
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                ExecError::Unavailable(format!(
+                    "connecting took longer than {:?}",
+                    self.connect_timeout
+                ))
+            })?
+    }
+
+    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> managed::RecycleResult<ExecError> {
+        // Connections come back only after their transaction ended cleanly; anything in doubt
+        // was discarded instead, so a liveness check is enough here.
+        if conn.client.is_closed() {
+            return Err(RecycleError::message("connection closed"));
+        }
+        Ok(())
+    }
+}
+
 impl PgPool {
-    pub async fn open(_: &DatasourceSpec, _: &RegistrySettings) -> Result<Self, ExecError> {
-        Err(ExecError::Unavailable("driver not merged".into()))
+    /// Builds the pool; connections are opened lazily. Never logs or prints the password.
+    pub async fn open(
+        spec: &DatasourceSpec,
+        settings: &RegistrySettings,
+    ) -> Result<Self, ExecError> {
+        let Connection::Network {
+            host,
+            port,
+            database,
+            user,
+            password,
+            options,
+        } = &spec.connection
+        else {
+            return Err(ExecError::Unavailable(
+                "a PostgreSQL datasource needs a network connection".into(),
+            ));
+        };
+        let target = Target {
+            host: host.clone(),
+            port: *port,
+            database: database.clone(),
+            user: user.clone(),
+            password: password.clone(),
+            // The only option honoured: no socket paths, host or startup overrides.
+            application_name: options
+                .get("application_name")
+                .cloned()
+                .unwrap_or_else(|| "sluice".to_owned()),
+        };
+        let manager = PgManager {
+            target,
+            allow: settings.allow_networks.clone(),
+            connect_timeout: settings.connect_timeout,
+        };
+        let max_size = spec.pool_max_size.min(settings.max_pool_size).max(1);
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .timeouts(Timeouts {
+                wait: Some(settings.pool_timeout),
+                create: Some(settings.connect_timeout),
+                recycle: Some(settings.connect_timeout),
+            })
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| ExecError::Unavailable(format!("could not build the pool: {e}")))?;
+        Ok(PgPool {
+            pool,
+            password: password.clone(),
+            max_result_bytes: settings.max_result_bytes,
+            connect_timeout: settings.connect_timeout,
+        })
     }
-    pub async fn execute(&self, _: Execute) -> Result<Execution, ExecError> {
-        Err(ExecError::Unavailable("x".into()))
+
+    async fn checkout(&self) -> Result<Object<PgManager>, ExecError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Timeout(TimeoutType::Wait) => ExecError::PoolTimeout,
+            PoolError::Timeout(_) => ExecError::Unavailable(format!(
+                "connecting took longer than {:?}",
+                self.connect_timeout
+            )),
+            PoolError::Backend(e) => e,
+            PoolError::Closed => ExecError::Unavailable("the pool is closed".into()),
+            other => ExecError::Unavailable(scrub(&other.to_string(), &[self.password.expose()])),
+        })
     }
+
+    /// Runs one statement. Rows stream as they arrive; dropping this future or the returned
+    /// stream cancels the statement on the server and discards the connection.
+    pub async fn execute(&self, req: Execute) -> Result<Execution, ExecError> {
+        let obj = self.checkout().await?;
+        let (head_tx, head_rx) = oneshot::channel();
+        let (row_tx, mut row_rx) = mpsc::channel(ROW_CHANNEL);
+        let truncated = Arc::new(AtomicBool::new(false));
+        let job = Job {
+            req,
+            password: self.password.clone(),
+            max_result_bytes: self.max_result_bytes,
+            truncated: truncated.clone(),
+        };
+        let task = tokio::spawn(run(obj, job, head_tx, row_tx));
+        let abort = AbortOnDrop(Some(task.abort_handle()));
+        match head_rx.await {
+            Ok(Ok(Head::Rows(columns))) => {
+                let rows = async_stream_from(move |cx| {
+                    // The guard lives as long as the stream: dropping it aborts the task, whose
+                    // connection guard then cancels the statement.
+                    let _keep = &abort;
+                    row_rx.poll_recv(cx)
+                });
+                Ok(Execution::Rows(RowStream::new(columns, rows, truncated)))
+            }
+            Ok(Ok(Head::Affected(n))) => {
+                abort.disarm();
+                Ok(Execution::Affected { rows_affected: n })
+            }
+            Ok(Err(e)) => {
+                abort.disarm();
+                Err(e)
+            }
+            Err(_) => Err(ExecError::Unavailable(
+                "the query task ended unexpectedly".into(),
+            )),
+        }
+    }
+
+    /// Connects (or reuses a connection), asks the server's version and reports the latency of
+    /// the whole check.
     pub async fn check(&self) -> Result<ServerInfo, ExecError> {
-        Err(ExecError::Unavailable("x".into()))
+        let start = Instant::now();
+        let obj = self.checkout().await?;
+        let result = tokio::time::timeout(
+            self.connect_timeout,
+            obj.client.simple_query("SELECT version()"),
+        )
+        .await;
+        let version = match result {
+            Ok(Ok(messages)) => messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            }),
+            Ok(Err(e)) => {
+                discard(obj);
+                return Err(map_error(e, &self.password, self.connect_timeout));
+            }
+            Err(_) => {
+                discard(obj);
+                return Err(ExecError::Timeout(self.connect_timeout));
+            }
+        };
+        drop(obj);
+        Ok(ServerInfo {
+            latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+            server_version: version.unwrap_or_default(),
+        })
     }
+
+    /// Every table, view, materialized view and foreign table the service account holds some
+    /// privilege on, with its columns in order (the caller filters by policy).
     pub async fn schema(&self) -> Result<Vec<TableInfo>, ExecError> {
-        Err(ExecError::Unavailable("x".into()))
+        let mut obj = self.checkout().await?;
+        let password = self.password.clone();
+        let work = async {
+            let map = |e: tokio_postgres::Error| map_error(e, &password, SCHEMA_TIMEOUT);
+            let tx = obj
+                .client
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .await
+                .map_err(map)?;
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                millis(SCHEMA_TIMEOUT)
+            ))
+            .await
+            .map_err(map)?;
+            let rows = tx.query(SCHEMA_SQL, &[]).await.map_err(map)?;
+            tx.rollback().await.map_err(map)?;
+            Ok::<_, ExecError>(rows)
+        };
+        let rows = match tokio::time::timeout(SCHEMA_TIMEOUT, work).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                discard(obj);
+                return Err(e);
+            }
+            Err(_) => {
+                discard(obj);
+                return Err(ExecError::Timeout(SCHEMA_TIMEOUT));
+            }
+        };
+        drop(obj);
+        let mut tables: Vec<TableInfo> = Vec::new();
+        for row in rows {
+            let schema: String = row.try_get(0).unwrap_or_default();
+            let name: String = row.try_get(1).unwrap_or_default();
+            let column = ColumnInfo {
+                name: row.try_get(2).unwrap_or_default(),
+                type_name: row.try_get(3).unwrap_or_default(),
+                nullable: row.try_get(4).unwrap_or(true),
+            };
+            match tables.last_mut() {
+                Some(t) if t.schema == schema && t.name == name => t.columns.push(column),
+                _ => tables.push(TableInfo {
+                    schema,
+                    name,
+                    columns: vec![column],
+                }),
+            }
+        }
+        Ok(tables)
     }
+
     pub fn stats(&self) -> PoolStats {
-        PoolStats::default()
+        let s = self.pool.status();
+        PoolStats {
+            size: s.size,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+        }
     }
-    pub fn close(&self) {}
+
+    /// No new checkouts; idle connections are dropped, busy ones when they come back.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}
+
+const SCHEMA_SQL: &str = "\
+SELECT n.nspname::text, c.relname::text, a.attname::text,
+       pg_catalog.format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+  AND (pg_catalog.has_table_privilege(c.oid,
+         'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+       OR pg_catalog.has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
+ORDER BY n.nspname, c.relname, a.attnum";
+
+/// A `RowStream` body from a poll function (the receiver of the query task's rows).
+fn async_stream_from<F>(f: F) -> futures::stream::BoxStream<'static, Result<Bytes, ExecError>>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<Result<Bytes, ExecError>>>
+        + Send
+        + 'static,
+{
+    futures::stream::poll_fn(f).boxed()
+}
+
+/// Aborts the query task when dropped, unless disarmed.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Owns a checked-out connection. Unless released (its transaction ended cleanly), dropping it
+/// cancels whatever the connection is running and discards it instead of returning it to the
+/// pool; this runs when the query task is aborted, times out or fails mid-stream.
+struct ConnGuard(Option<Object<PgManager>>);
+
+impl ConnGuard {
+    fn new(obj: Object<PgManager>) -> Self {
+        ConnGuard(Some(obj))
+    }
+
+    fn conn(&mut self) -> Option<&mut PgConn> {
+        self.0.as_deref_mut()
+    }
+
+    /// Returns the connection to the pool.
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            discard(obj);
+        }
+    }
+}
+
+/// Removes the connection from the pool, sends a cancel request for whatever it runs to the
+/// same checked address (the cancel token carries the pinned `hostaddr`), then closes it.
+fn discard(obj: Object<PgManager>) {
+    let conn = Object::take(obj);
+    let token = conn.client.cancel_token();
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await;
+                drop(conn);
+            });
+        }
+        // No runtime (process shutting down): closing the socket is all that is left.
+        Err(_) => drop(conn),
+    }
+}
+
+struct Job {
+    req: Execute,
+    password: Secret,
+    max_result_bytes: u64,
+    truncated: Arc<AtomicBool>,
+}
+
+enum Head {
+    Rows(Vec<Column>),
+    Affected(u64),
+}
+
+type HeadSender = oneshot::Sender<Result<Head, ExecError>>;
+type RowSender = mpsc::Sender<Result<Bytes, ExecError>>;
+
+/// How `drive` failed: the error, and whether the connection is known to be clean (its
+/// transaction was rolled back) so it may go back to the pool.
+struct Failure {
+    error: ExecError,
+    clean: bool,
+}
+
+impl Failure {
+    fn discard(error: ExecError) -> Self {
+        Failure {
+            error,
+            clean: false,
+        }
+    }
+}
+
+enum Done {
+    /// The rows were streamed; carries the columns when no row was sent (the head is still due).
+    Rows(Option<Vec<Column>>),
+    Affected(u64),
+}
+
+/// The query task: runs the statement under the client-side deadline and routes the outcome.
+async fn run(obj: Object<PgManager>, job: Job, head: HeadSender, rows: RowSender) {
+    let mut guard = ConnGuard::new(obj);
+    let mut head = Some(head);
+    let timeout = job.req.timeout;
+    let outcome = match guard.conn() {
+        Some(conn) => tokio::time::timeout(timeout, drive(conn, &job, &mut head, &rows)).await,
+        None => Ok(Err(Failure::discard(ExecError::Unavailable(
+            "no connection".into(),
+        )))),
+    };
+    let result = match outcome {
+        Ok(Ok(done)) => {
+            guard.release();
+            Ok(done)
+        }
+        Ok(Err(f)) => {
+            if f.clean {
+                guard.release();
+            } else {
+                drop(guard);
+            }
+            Err(f.error)
+        }
+        Err(_elapsed) => {
+            // Cancel on the server before telling the client.
+            drop(guard);
+            Err(ExecError::Timeout(timeout))
+        }
+    };
+    match (result, head.take()) {
+        (Ok(Done::Affected(n)), Some(h)) => {
+            let _ = h.send(Ok(Head::Affected(n)));
+        }
+        (Ok(Done::Rows(Some(columns))), Some(h)) => {
+            let _ = h.send(Ok(Head::Rows(columns)));
+        }
+        (Ok(_), _) => {}
+        (Err(e), Some(h)) => {
+            let _ = h.send(Err(e));
+        }
+        (Err(e), None) => {
+            let _ = rows.send(Err(e)).await;
+        }
+    }
+}
+
+/// The server-side timeouts for this statement, the pinned session settings again (so not even a
+/// session-level `SET` that slipped through an earlier read-write request can change how this
+/// statement is read), and the read-only check, in one simple-query message (our own text, never
+/// user SQL). `SET LOCAL` ends with the transaction, so nothing carries over to the next request.
+fn setup_sql(timeout: Duration) -> String {
+    let ms = millis(timeout);
+    format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
+         SET LOCAL idle_in_transaction_session_timeout = {ms}; \
+         SET LOCAL standard_conforming_strings = on; SET LOCAL client_encoding = 'UTF8'; \
+         SET LOCAL DateStyle = 'ISO'; SET LOCAL TimeZone = 'UTC'; \
+         SET LOCAL IntervalStyle = 'iso_8601'; SHOW transaction_read_only"
+    )
+}
+
+/// A duration as PostgreSQL milliseconds: at least 1 (0 would disable the timeout).
+fn millis(d: Duration) -> u64 {
+    d.as_millis().clamp(1, i32::MAX as u128) as u64
+}
+
+async fn drive(
+    conn: &mut PgConn,
+    job: &Job,
+    head: &mut Option<HeadSender>,
+    rows: &RowSender,
+) -> Result<Done, Failure> {
+    let req = &job.req;
+    let PgConn {
+        client, statements, ..
+    } = conn;
+    let db = |e: tokio_postgres::Error| map_error(e, &job.password, req.timeout);
+
+    // Round trip 1: BEGIN (READ ONLY).
+    let tx = client
+        .build_transaction()
+        .read_only(req.read_only)
+        .start()
+        .await
+        .map_err(|e| Failure::discard(db(e)))?;
+
+    // Round trip 2, pipelined: the timeouts and read-only check, then (prepare when not cached),
+    // bind. The server handles them in order, so the timeouts already cover prepare and bind.
+    let setup = setup_sql(req.timeout);
+    let prepared = async {
+        let stmt = statements
+            .prepare(tx.client(), &req.sql)
+            .await
+            .map_err(&db)?;
+        let decoders = if req.is_query {
+            column_decoders(&stmt)?
+        } else {
+            Vec::new()
+        };
+        let params = params::convert_params(&req.params, stmt.params())?;
+        let portal = tx
+            .bind_raw(&stmt, params.iter())
+            .await
+            .map_err(|e| bind_error(e, &job.password, req.timeout))?;
+        Ok::<_, ExecError>((stmt, decoders, portal))
+    };
+    let (set_result, prepared) = futures::join!(tx.simple_query(&setup), prepared);
+    let checked = match set_result {
+        Ok(messages) => {
+            let read_only = messages.iter().rev().find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "on"),
+                _ => None,
+            });
+            if req.read_only && read_only != Some(true) {
+                Err(ExecError::Unavailable(
+                    "the transaction did not start read-only".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) => Err(db(e)),
+    };
+    let (stmt, decoders, portal) = match checked.and(prepared) {
+        Ok(p) => p,
+        Err(error) => {
+            if let ExecError::QueryFailed {
+                sqlstate: Some(code),
+                ..
+            } = &error
+                && code == "0A000"
+            {
+                // "cached plan must not change result type": the table changed under a cached
+                // statement; prepare afresh next time.
+                statements.forget(&req.sql);
+            }
+            let clean = tx.rollback().await.is_ok();
+            return Err(Failure { error, clean });
+        }
+    };
+
+    if !req.is_query {
+        // Run the portal to completion; rows a RETURNING clause might produce are not wanted.
+        let stream = tx
+            .query_portal_raw(&portal, 0)
+            .await
+            .map_err(|e| Failure::discard(db(e)))?;
+        let mut stream = pin!(stream);
+        while let Some(r) = stream.next().await {
+            r.map_err(|e| Failure::discard(db(e)))?;
+        }
+        let n = stream.rows_affected().unwrap_or(0);
+        drop(portal);
+        let end = if req.read_only {
+            tx.rollback().await
+        } else {
+            tx.commit().await
+        };
+        end.map_err(|e| Failure::discard(db(e)))?;
+        return Ok(Done::Affected(n));
+    }
+
+    // The columns go out with the first row (or at the end), so an error before any row, e.g.
+    // a division by zero in the first fetch, is still the `execute` error rather than a stream
+    // item.
+    let mut columns: Option<Vec<Column>> = Some(
+        stmt.columns()
+            .iter()
+            .map(|c| Column {
+                name: c.name().to_owned(),
+                type_name: types::type_name(c.type_()),
+            })
+            .collect(),
+    );
+
+    // Fetch through the portal in batches, never asking for more than one row past max_rows:
+    // between fetches the portal is suspended and the server does no work.
+    let limit = req.max_rows.saturating_add(1);
+    let mut fetched: u64 = 0;
+    let mut bytes: u64 = 0;
+    let mut batch = FIRST_BATCH;
+    let mut stop: Option<ExecError> = None;
+    'fetch: while fetched < limit {
+        let want = batch.min(limit - fetched).min(i32::MAX as u64) as i32;
+        let stream = tx
+            .query_portal_raw(&portal, want)
+            .await
+            .map_err(|e| Failure::discard(db(e)))?;
+        let mut stream = pin!(stream);
+        let mut got: u64 = 0;
+        while let Some(row) = stream.next().await {
+            let row = row.map_err(|e| Failure::discard(db(e)))?;
+            got += 1;
+            fetched += 1;
+            if fetched > req.max_rows {
+                job.truncated.store(true, Ordering::Release);
+                break 'fetch;
+            }
+            let encoded = match encode_row(&row, &stmt, &decoders) {
+                Ok(b) => b,
+                Err(e) => {
+                    stop = Some(e);
+                    break 'fetch;
+                }
+            };
+            bytes = bytes.saturating_add(encoded.len() as u64);
+            if bytes > job.max_result_bytes {
+                stop = Some(ExecError::ResultTooLarge(job.max_result_bytes));
+                break 'fetch;
+            }
+            if let (Some(h), Some(cols)) = (head.take(), columns.take()) {
+                let _ = h.send(Ok(Head::Rows(cols)));
+            }
+            if rows.send(Ok(encoded)).await.is_err() {
+                // The client went away; the guard cancels and discards.
+                return Err(Failure::discard(ExecError::Unavailable(
+                    "the client went away".into(),
+                )));
+            }
+        }
+        // A suspended portal returns exactly `want` rows; fewer (or a completion tag) means the
+        // statement finished. An empty statement completes with neither rows nor a tag.
+        if stream.rows_affected().is_some() || got < want as u64 {
+            break;
+        }
+        batch = (batch * 2).min(MAX_BATCH);
+    }
+    drop(portal);
+    if let Some(error) = stop {
+        let clean = tx.rollback().await.is_ok();
+        return Err(Failure { error, clean });
+    }
+    let end = if req.read_only {
+        tx.rollback().await
+    } else {
+        tx.commit().await
+    };
+    end.map_err(|e| Failure::discard(db(e)))?;
+    Ok(Done::Rows(columns))
+}
+
+/// One decoder per result column, or `UnsupportedType` naming the first column the gateway
+/// cannot encode.
+fn column_decoders(stmt: &Statement) -> Result<Vec<Decoder>, ExecError> {
+    stmt.columns()
+        .iter()
+        .map(|c| {
+            Decoder::for_type(c.type_()).ok_or_else(|| {
+                ExecError::UnsupportedType(format!(
+                    "column {:?} has type {}, which the gateway cannot encode; cast it to text \
+                     (e.g. {}::text)",
+                    c.name(),
+                    types::type_name(c.type_()),
+                    c.name()
+                ))
+            })
+        })
+        .collect()
+}
+
+fn encode_row(
+    row: &tokio_postgres::Row,
+    stmt: &Statement,
+    decoders: &[Decoder],
+) -> Result<Bytes, ExecError> {
+    let mut w = RowWriter::with_capacity(16 + row.raw_size_bytes() * 2);
+    for (i, dec) in decoders.iter().enumerate() {
+        let raw = row
+            .try_get::<_, Option<RawCell<'_>>>(i)
+            .map_err(|_| undecodable(stmt, i))?;
+        types::write_cell(&mut w, dec, raw.map(|r| r.0)).map_err(|_| undecodable(stmt, i))?;
+    }
+    Ok(w.finish())
+}
+
+fn undecodable(stmt: &Statement, i: usize) -> ExecError {
+    let (name, ty) = stmt
+        .columns()
+        .get(i)
+        .map(|c| (c.name().to_owned(), types::type_name(c.type_())))
+        .unwrap_or_default();
+    ExecError::UnsupportedType(format!(
+        "column {name:?} of type {ty} held a value the gateway could not decode; cast it to text \
+         (e.g. {name}::text)"
+    ))
+}
+
+/// The database's error (scrubbed) with its SQLSTATE; cancellations by our own timeouts are
+/// `Timeout`; broken connections are `Unavailable`.
+fn map_error(e: tokio_postgres::Error, password: &Secret, timeout: Duration) -> ExecError {
+    let secrets = [password.expose()];
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // 57014: statement_timeout or our cancel; 25P03: idle_in_transaction_session_timeout.
+        if code == "57014" || code == "25P03" {
+            return ExecError::Timeout(timeout);
+        }
+        return ExecError::QueryFailed {
+            message: scrub(db.message(), &secrets),
+            sqlstate: Some(code.to_owned()),
+        };
+    }
+    ExecError::Unavailable(scrub(&e.to_string(), &secrets))
+}
+
+/// Errors from Bind: a value the server's input function refused (the error context names the
+/// parameter) is `BadParams`; anything else is mapped as usual.
+fn bind_error(e: tokio_postgres::Error, password: &Secret, timeout: Duration) -> ExecError {
+    if let Some(db) = e.as_db_error()
+        && let Some(pos) = db.where_().and_then(param_position)
+    {
+        return ExecError::BadParams(format!(
+            "parameter ${pos} does not fit: {}",
+            scrub(db.message(), &[password.expose()])
+        ));
+    }
+    map_error(e, password, timeout)
+}
+
+/// The parameter number from an error context such as `portal "p3" parameter $2 = '...'`.
+fn param_position(context: &str) -> Option<u32> {
+    let rest = &context[context.find("parameter $")? + "parameter $".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_whole_positive_milliseconds() {
+        assert_eq!(millis(Duration::from_micros(10)), 1);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::from_secs(u64::MAX)), i32::MAX as u64);
+        let sql = setup_sql(Duration::from_secs(2));
+        assert!(sql.contains("statement_timeout = 2000"), "{sql}");
+        assert!(sql.ends_with("SHOW transaction_read_only"), "{sql}");
+    }
+
+    #[test]
+    fn bind_error_context_yields_the_parameter_position() {
+        assert_eq!(
+            param_position("portal \"p3\" parameter $2 = '...'"),
+            Some(2)
+        );
+        assert_eq!(param_position("unnamed portal parameter $12"), Some(12));
+        assert_eq!(param_position("SQL function \"f\""), None);
+    }
 }

@@ -1,0 +1,874 @@
+//! The PostgreSQL driver against the real local server, connected as a service-account role.
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sluice::datasource::postgres::PgPool;
+use sluice::datasource::{
+    Column, Connection, DatasourceSpec, ExecError, Execute, Execution, RegistrySettings, Secret,
+};
+use sluice::model::{DatasourceId, DatasourceKind};
+use support::db::{PgTestDb, pg_admin_url};
+
+const PASSWORD: &str = "s3cret-Pw'x";
+
+struct Fixture {
+    db: PgTestDb,
+    role: String,
+    admin: tokio_postgres::Client,
+}
+
+/// A fresh database with `setup` run by the admin, and a login role for the service account.
+async fn fixture(setup: &str) -> Fixture {
+    let db = PgTestDb::create().await;
+    let role = db.create_role("sluice_sa", "s3cret-Pw''x").await;
+    let admin = db.admin_client().await;
+    let setup = setup.replace("{role}", &role);
+    if !setup.is_empty() {
+        admin.batch_execute(&setup).await.expect("fixture setup");
+    }
+    Fixture { db, role, admin }
+}
+
+fn server() -> (String, u16) {
+    let cfg: tokio_postgres::Config = pg_admin_url().parse().expect("admin url");
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    (host, cfg.get_ports().first().copied().unwrap_or(5432))
+}
+
+fn settings() -> RegistrySettings {
+    RegistrySettings {
+        pool_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(5),
+        allow_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        ..RegistrySettings::default()
+    }
+}
+
+fn spec(f: &Fixture, pool_max_size: usize) -> DatasourceSpec {
+    let (host, port) = server();
+    DatasourceSpec {
+        id: DatasourceId::from("ds_test"),
+        kind: DatasourceKind::Postgres,
+        connection: Connection::Network {
+            host,
+            port,
+            database: f.db.name.clone(),
+            user: f.role.clone(),
+            password: Secret::new(PASSWORD),
+            options: BTreeMap::from([("application_name".to_owned(), "sluice-test".to_owned())]),
+        },
+        pool_max_size,
+        generation: 1,
+    }
+}
+
+async fn pool(f: &Fixture) -> PgPool {
+    PgPool::open(&spec(f, 4), &settings())
+        .await
+        .expect("open pool")
+}
+
+fn query(sql: &str) -> Execute {
+    Execute {
+        sql: sql.to_owned(),
+        params: Vec::new(),
+        is_query: true,
+        read_only: true,
+        max_rows: 10_000,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+struct Rows {
+    columns: Vec<Column>,
+    rows: Vec<Value>,
+    truncated: bool,
+}
+
+async fn rows(pool: &PgPool, req: Execute) -> Result<Rows, ExecError> {
+    match pool.execute(req).await? {
+        Execution::Rows(mut s) => {
+            let mut rows = Vec::new();
+            while let Some(r) = s.next().await {
+                rows.push(serde_json::from_slice(&r?).expect("each row is JSON"));
+            }
+            Ok(Rows {
+                columns: s.columns.clone(),
+                rows,
+                truncated: s.truncated(),
+            })
+        }
+        Execution::Affected { .. } => panic!("expected rows"),
+    }
+}
+
+/// Waits up to a second for the role to have no statement running on the server.
+async fn nothing_running_for(f: &Fixture) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let n: i64 = f
+            .admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active'",
+                &[&f.role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn wait_until_running(f: &Fixture) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n: i64 = f
+            .admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND state = 'active'",
+                &[&f.role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_common_type_maps_to_the_api_json_and_null_stays_null() {
+    let f = fixture(
+        "CREATE EXTENSION citext; CREATE TYPE mood AS ENUM ('sad', 'happy');
+         CREATE DOMAIN posint AS int4 CHECK (VALUE > 0);",
+    )
+    .await;
+    let pool = pool(&f).await;
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("true::bool", json!(true), "bool"),
+        ("7::int2", json!(7), "int2"),
+        ("(-2147483648)::int4", json!(-2147483648i64), "int4"),
+        (
+            "9223372036854775807::int8",
+            json!(9223372036854775807i64),
+            "int8",
+        ),
+        ("42::oid", json!(42), "oid"),
+        ("0.1::float4", json!(0.1), "float4"),
+        ("2.5e300::float8", json!(2.5e300), "float8"),
+        ("'NaN'::float8", json!("NaN"), "float8"),
+        ("'-Infinity'::float8", json!("-Infinity"), "float8"),
+        (
+            "12345678901234567890.000123::numeric",
+            json!("12345678901234567890.000123"),
+            "numeric",
+        ),
+        ("(-0.5)::numeric(10,3)", json!("-0.500"), "numeric"),
+        ("'NaN'::numeric", json!("NaN"), "numeric"),
+        ("'Infinity'::numeric", json!("Infinity"), "numeric"),
+        ("'-Infinity'::numeric", json!("-Infinity"), "numeric"),
+        ("'héllo \"q\" \\'::text", json!("héllo \"q\" \\"), "text"),
+        ("'v'::varchar(5)", json!("v"), "varchar"),
+        ("'ab'::char(3)", json!("ab "), "bpchar"),
+        ("'nm'::name", json!("nm"), "name"),
+        ("'MiXeD'::citext", json!("MiXeD"), "citext"),
+        ("'happy'::mood", json!("happy"), "mood"),
+        ("5::posint", json!(5), "int4"),
+        (
+            "'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'::uuid",
+            json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            "uuid",
+        ),
+        ("'2024-02-29'::date", json!("2024-02-29"), "date"),
+        ("'infinity'::date", json!("infinity"), "date"),
+        ("'13:45:06.5'::time", json!("13:45:06.5"), "time"),
+        (
+            "'13:45:06+05:30'::timetz",
+            json!("13:45:06+05:30"),
+            "timetz",
+        ),
+        (
+            "'2024-02-29 13:45:06.123456'::timestamp",
+            json!("2024-02-29T13:45:06.123456"),
+            "timestamp",
+        ),
+        (
+            "'2024-02-29 13:45:06+02'::timestamptz",
+            json!("2024-02-29T11:45:06Z"),
+            "timestamptz",
+        ),
+        (
+            "'1 year 2 months 3 days 04:05:06.5'::interval",
+            json!("P1Y2M3DT4H5M6.5S"),
+            "interval",
+        ),
+        (
+            "'{\"a\": [1, 2.5, null]}'::json",
+            json!({"a": [1, 2.5, null]}),
+            "json",
+        ),
+        ("'{\"b\": true}'::jsonb", json!({"b": true}), "jsonb"),
+        ("'\\x00ff41'::bytea", json!("AP9B"), "bytea"),
+        ("'192.168.0.1/24'::inet", json!("192.168.0.1/24"), "inet"),
+        ("'::1'::inet", json!("::1"), "inet"),
+        ("'10.0.0.0/8'::cidr", json!("10.0.0.0/8"), "cidr"),
+        (
+            "'08:00:2b:01:02:03'::macaddr",
+            json!("08:00:2b:01:02:03"),
+            "macaddr",
+        ),
+        ("ARRAY[1, NULL, 3]::int4[]", json!([1, null, 3]), "int4[]"),
+        (
+            "ARRAY[['a', 'b'], ['c', NULL]]::text[]",
+            json!([["a", "b"], ["c", null]]),
+            "text[]",
+        ),
+        ("ARRAY['sad']::mood[]", json!(["sad"]), "mood[]"),
+        ("'{}'::int8[]", json!([]), "int8[]"),
+        (
+            "ARRAY['2024-01-01 00:00:00+00']::timestamptz[]",
+            json!(["2024-01-01T00:00:00Z"]),
+            "timestamptz[]",
+        ),
+        ("ARRAY[1.50]::numeric[]", json!(["1.50"]), "numeric[]"),
+        ("ARRAY['{\"k\":1}']::jsonb[]", json!([{"k": 1}]), "jsonb[]"),
+        ("ARRAY['\\x01']::bytea[]", json!(["AQ=="]), "bytea[]"),
+    ];
+    let values: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (expr, _, _))| format!("{expr} AS c{i}"))
+        .collect();
+    let nulls: Vec<&str> = cases.iter().map(|_| "NULL").collect();
+    let sql = format!(
+        "SELECT {} UNION ALL SELECT {}",
+        values.join(", "),
+        nulls.join(", ")
+    );
+    let r = rows(&pool, query(&sql)).await.expect("type query");
+    assert_eq!(r.rows.len(), 2);
+    for (i, (expr, expected, ty)) in cases.iter().enumerate() {
+        assert_eq!(&r.rows[0][i], expected, "value of {expr}");
+        assert_eq!(r.columns[i].type_name, *ty, "type of {expr}");
+        assert_eq!(r.columns[i].name, format!("c{i}"));
+        assert_eq!(r.rows[1][i], Value::Null, "NULL {ty}");
+    }
+}
+
+#[tokio::test]
+async fn a_type_the_gateway_cannot_encode_is_refused_with_a_cast_hint_and_the_pool_stays_usable() {
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let err = rows(&pool, query("SELECT point(1, 2) AS p")).await.err();
+    match err {
+        Some(ExecError::UnsupportedType(m)) => {
+            assert!(m.contains("point") && m.contains("::text"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = rows(&pool, query("SELECT point(1, 2)::text AS p"))
+        .await
+        .unwrap();
+    assert_eq!(r.rows, vec![json!(["(1,2)"])]);
+}
+
+#[tokio::test]
+async fn params_bind_by_the_placeholder_types_and_misfits_are_bad_params() {
+    let f = fixture("CREATE TYPE mood AS ENUM ('sad', 'happy');").await;
+    let pool = pool(&f).await;
+    let mut req = query(
+        "SELECT $1::int4 + 1, $2::text, $3::date, $4::numeric, $5::uuid, $6::jsonb, \
+         $7::timestamptz, $8::int8[], $9::bool, $10::float8, $11::mood, $12::bytea, \
+         $13::interval, $14::int4",
+    );
+    req.params = vec![
+        json!(41),
+        json!("it's"),
+        json!("2024-02-29"),
+        json!("123456789012345678901234567890.5"),
+        json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        json!({"x": [1, "y"]}),
+        json!("2024-02-29T10:00:00+02:00"),
+        json!([1, null, "9007199254740993"]),
+        json!(false),
+        json!(0.25),
+        json!("happy"),
+        json!("AP8="),
+        json!("P1DT2H"),
+        json!(null),
+    ];
+    let r = rows(&pool, req).await.expect("good params");
+    assert_eq!(
+        r.rows[0],
+        json!([
+            42,
+            "it's",
+            "2024-02-29",
+            "123456789012345678901234567890.5",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            {"x": [1, "y"]},
+            "2024-02-29T08:00:00Z",
+            [1, null, 9007199254740993i64],
+            false,
+            0.25,
+            "happy",
+            "AP8=",
+            "P1DT2H",
+            null
+        ])
+    );
+
+    let bad = |sql: &str, params: Vec<Value>| {
+        let mut q = query(sql);
+        q.params = params;
+        q
+    };
+    for (sql, params, must_name) in [
+        ("SELECT $1::int4", vec![json!("abc")], "$1"),
+        (
+            "SELECT $1::int4, $2::int2",
+            vec![json!(1), json!(40000)],
+            "$2",
+        ),
+        ("SELECT $1::date", vec![json!(20240229)], "date"),
+        ("SELECT $1::mood", vec![json!("angry")], "mood"),
+        ("SELECT $1::interval", vec![json!("not an interval")], "$1"),
+        ("SELECT $1::int4", vec![], "placeholder"),
+        ("SELECT 1", vec![json!(1)], "placeholder"),
+    ] {
+        match rows(&pool, bad(sql, params.clone())).await.err() {
+            Some(ExecError::BadParams(m)) => assert!(m.contains(must_name), "{sql}: {m}"),
+            other => panic!("{sql} {params:?}: {other:?}"),
+        }
+    }
+    // The connection survived the refusals.
+    let r = rows(&pool, query("SELECT 1")).await.unwrap();
+    assert_eq!(r.rows, vec![json!([1])]);
+}
+
+#[tokio::test]
+async fn sessions_are_pinned_to_the_settings_the_policy_assumes_even_against_role_defaults() {
+    let f = fixture(
+        "ALTER ROLE {role} SET standard_conforming_strings = off;
+         ALTER ROLE {role} SET TimeZone = 'America/New_York';
+         ALTER ROLE {role} SET IntervalStyle = 'sql_standard';",
+    )
+    .await;
+    let pool = pool(&f).await;
+    let r = rows(
+        &pool,
+        query(
+            "SELECT current_setting('standard_conforming_strings'), current_setting('TimeZone'), \
+             current_setting('IntervalStyle'), current_setting('DateStyle'), \
+             current_setting('client_encoding'), current_setting('transaction_read_only'), \
+             current_setting('application_name')",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.rows[0],
+        json!([
+            "on",
+            "UTC",
+            "iso_8601",
+            "ISO, MDY",
+            "UTF8",
+            "on",
+            "sluice-test"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn max_rows_truncates_and_says_so_only_when_more_rows_existed() {
+    let f = fixture("").await;
+    let pool = pool(&f).await;
+    let mut q = query("SELECT g FROM generate_series(1, 10) g");
+    q.max_rows = 3;
+    let r = rows(&pool, q.clone()).await.unwrap();
+    assert_eq!(r.rows, vec![json!([1]), json!([2]), json!([3])]);
+    assert!(r.truncated);
+
+    q.max_rows = 10;
+    let r = rows(&pool, q.clone()).await.unwrap();
+    assert_eq!(r.rows.len(), 10);
+    assert!(!r.truncated, "exactly max_rows rows is not truncated");
+
+    q.max_rows = 0;
+    let r = rows(&pool, q.clone()).await.unwrap();
+    assert!(r.rows.is_empty() && r.truncated);
+
+    // A truncated result left the connection clean for the next statement.
+    let r = rows(
+        &pool,
+        query("SELECT current_setting('transaction_read_only')"),
+    )
+    .await;
+    assert_eq!(r.unwrap().rows, vec![json!(["on"])]);
+}
+
+#[tokio::test]
+async fn a_million_rows_stream_as_they_arrive() {
+    let f = fixture("").await;
+    let pool = pool(&f).await;
+    let mut q = query("SELECT g FROM generate_series(1, 1000000) g");
+    q.max_rows = 2_000_000;
+    q.timeout = Duration::from_secs(120);
+    let Execution::Rows(mut s) = pool.execute(q).await.unwrap() else {
+        panic!("expected rows")
+    };
+    let (mut n, mut last) = (0u64, Vec::new());
+    while let Some(r) = s.next().await {
+        last = r.unwrap().to_vec();
+        n += 1;
+    }
+    assert_eq!(n, 1_000_000);
+    assert_eq!(last, b"[1000000]");
+    assert!(!s.truncated());
+}
+
+#[tokio::test]
+async fn results_past_the_byte_limit_stop_with_result_too_large() {
+    let f = fixture("").await;
+    let mut settings = settings();
+    settings.max_result_bytes = 1000;
+    let pool = PgPool::open(&spec(&f, 1), &settings).await.unwrap();
+    let Execution::Rows(mut s) = pool
+        .execute(query(
+            "SELECT repeat('x', 100) FROM generate_series(1, 100)",
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!("expected rows")
+    };
+    let mut last = None;
+    let mut n = 0;
+    while let Some(r) = s.next().await {
+        match r {
+            Ok(_) => n += 1,
+            Err(e) => last = Some(e),
+        }
+    }
+    assert_eq!(last, Some(ExecError::ResultTooLarge(1000)));
+    assert!(n < 10, "{n} rows before the limit");
+}
+
+#[tokio::test]
+async fn writes_on_a_read_write_datasource_commit_and_report_rows_affected() {
+    let f = fixture(
+        "CREATE TABLE t (id int PRIMARY KEY, name text);
+         INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c');
+         GRANT SELECT, INSERT, UPDATE, DELETE ON t TO {role};",
+    )
+    .await;
+    let pool = pool(&f).await;
+    let mut w = query("UPDATE t SET name = $1 WHERE id >= $2");
+    w.is_query = false;
+    w.read_only = false;
+    w.params = vec![json!("z"), json!(2)];
+    match pool.execute(w).await.unwrap() {
+        Execution::Affected { rows_affected } => assert_eq!(rows_affected, 2),
+        Execution::Rows(_) => panic!("expected rows_affected"),
+    }
+    let n: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM t WHERE name = 'z'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "the update was committed");
+
+    let mut ins = query("INSERT INTO t VALUES (4, 'd') RETURNING id, name");
+    ins.read_only = false;
+    let r = rows(&pool, ins).await.unwrap();
+    assert_eq!(r.rows, vec![json!([4, "d"])]);
+    let n: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4, "INSERT … RETURNING was committed");
+
+    // The same write on a read-only execution is refused by the database.
+    let mut ro = query("DELETE FROM t");
+    ro.is_query = false;
+    match pool.execute(ro).await {
+        Err(ExecError::QueryFailed { sqlstate, .. }) => {
+            assert_eq!(sqlstate.as_deref(), Some("25006"))
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a write ran read-only"),
+    }
+}
+
+#[tokio::test]
+async fn the_read_only_transaction_refuses_a_write_hidden_in_a_function() {
+    let f = fixture(
+        "CREATE TABLE audit (n int);
+         GRANT SELECT, INSERT ON audit TO {role};
+         CREATE FUNCTION bump() RETURNS int LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO audit VALUES (1); RETURN 1; END $$;
+         GRANT EXECUTE ON FUNCTION bump() TO {role};",
+    )
+    .await;
+    let pool = pool(&f).await;
+    match rows(&pool, query("SELECT bump()")).await.err() {
+        Some(ExecError::QueryFailed { message, sqlstate }) => {
+            assert_eq!(sqlstate.as_deref(), Some("25006"), "{message}");
+            assert!(message.contains("read-only"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let n: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM audit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_statement_past_its_timeout_is_cancelled_on_the_server() {
+    let f = fixture("").await;
+    let pool = pool(&f).await;
+    let mut q = query("SELECT pg_sleep(30)");
+    q.timeout = Duration::from_millis(300);
+    let start = Instant::now();
+    let err = rows(&pool, q).await.err();
+    assert_eq!(err, Some(ExecError::Timeout(Duration::from_millis(300))));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(nothing_running_for(&f).await, "the sleep still runs");
+
+    // A client that stops reading is cut off by the same deadline, mid-stream.
+    let mut q = query("SELECT g FROM generate_series(1, 100000) g");
+    q.timeout = Duration::from_millis(300);
+    let Execution::Rows(mut s) = pool.execute(q).await.unwrap() else {
+        panic!("expected rows")
+    };
+    assert!(s.next().await.is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut last = None;
+    while let Some(r) = s.next().await {
+        if let Err(e) = r {
+            last = Some(e);
+        }
+    }
+    assert_eq!(last, Some(ExecError::Timeout(Duration::from_millis(300))));
+    assert!(nothing_running_for(&f).await);
+
+    // The pool still serves.
+    assert_eq!(
+        rows(&pool, query("SELECT 1")).await.unwrap().rows,
+        vec![json!([1])]
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_stream_midway_or_the_execute_future_leaves_nothing_running() {
+    let f = fixture("").await;
+    let pool = pool(&f).await;
+    let Execution::Rows(mut s) = pool
+        .execute(query(
+            "SELECT pg_sleep(0.02), g FROM generate_series(1, 100000) g",
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!("expected rows")
+    };
+    assert!(s.next().await.unwrap().is_ok());
+    assert!(s.next().await.unwrap().is_ok());
+    wait_until_running(&f).await;
+    drop(s);
+    assert!(
+        nothing_running_for(&f).await,
+        "the query runs after the stream was dropped"
+    );
+
+    let fut = pool.execute(query("SELECT pg_sleep(30)"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), fut)
+            .await
+            .is_err()
+    );
+    assert!(
+        nothing_running_for(&f).await,
+        "the query runs after the future was dropped"
+    );
+
+    assert_eq!(
+        rows(&pool, query("SELECT 2")).await.unwrap().rows,
+        vec![json!([2])]
+    );
+}
+
+#[tokio::test]
+async fn a_checkout_waits_at_most_the_pool_timeout_when_every_connection_is_busy() {
+    let f = fixture("").await;
+    let mut settings = settings();
+    settings.pool_timeout = Duration::from_millis(200);
+    let pool = PgPool::open(&spec(&f, 1), &settings).await.unwrap();
+    let Execution::Rows(mut busy) = pool
+        .execute(query("SELECT g FROM generate_series(1, 100000) g"))
+        .await
+        .unwrap()
+    else {
+        panic!("expected rows")
+    };
+    assert!(busy.next().await.is_some());
+    let start = Instant::now();
+    let err = pool.execute(query("SELECT 1")).await.err();
+    assert_eq!(err, Some(ExecError::PoolTimeout));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let stats = pool.stats();
+    assert_eq!((stats.size, stats.in_use), (1, 1));
+    drop(busy);
+    assert_eq!(
+        rows(&pool, query("SELECT 1")).await.unwrap().rows,
+        vec![json!([1])]
+    );
+}
+
+#[tokio::test]
+async fn the_pool_is_bounded_by_the_operator_maximum() {
+    let f = fixture("").await;
+    let mut settings = settings();
+    settings.max_pool_size = 2;
+    settings.pool_timeout = Duration::from_millis(200);
+    let pool = PgPool::open(&spec(&f, 50), &settings).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let Execution::Rows(mut s) = pool
+            .execute(query("SELECT g FROM generate_series(1, 100000) g"))
+            .await
+            .unwrap()
+        else {
+            panic!("expected rows")
+        };
+        assert!(s.next().await.is_some());
+        held.push(s);
+    }
+    assert_eq!(
+        pool.execute(query("SELECT 1")).await.err(),
+        Some(ExecError::PoolTimeout)
+    );
+    assert_eq!(pool.stats().size, 2);
+}
+
+#[tokio::test]
+async fn internal_addresses_are_refused_without_an_allow_list() {
+    let f = fixture("").await;
+    let mut settings = settings();
+    settings.allow_networks.clear();
+    let pool = PgPool::open(&spec(&f, 1), &settings).await.unwrap();
+    match pool.execute(query("SELECT 1")).await.err() {
+        Some(ExecError::NotAllowed(m)) => assert!(!m.contains(PASSWORD), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(pool.check().await, Err(ExecError::NotAllowed(_))));
+}
+
+#[tokio::test]
+async fn errors_carry_the_database_message_and_sqlstate() {
+    let f = fixture("").await;
+    let pool = pool(&f).await;
+    match rows(&pool, query("SELECT 1/0")).await.err() {
+        Some(ExecError::QueryFailed { message, sqlstate }) => {
+            assert_eq!(sqlstate.as_deref(), Some("22012"));
+            assert!(message.contains("division by zero"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match rows(&pool, query("SELECT * FROM no_such_table"))
+        .await
+        .err()
+    {
+        Some(ExecError::QueryFailed { sqlstate, .. }) => {
+            assert_eq!(sqlstate.as_deref(), Some("42P01"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Only one statement goes through the extended protocol.
+    match rows(&pool, query("SELECT 1; SELECT 2")).await.err() {
+        Some(ExecError::QueryFailed { sqlstate, .. }) => {
+            assert_eq!(sqlstate.as_deref(), Some("42601"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn check_reports_the_server_version_and_schema_lists_what_the_account_can_see() {
+    let f = fixture(
+        "CREATE TABLE visible (id int NOT NULL, name varchar(20));
+         CREATE VIEW visible_view AS SELECT id FROM visible;
+         CREATE TABLE hidden (secret text);
+         GRANT SELECT ON visible, visible_view TO {role};",
+    )
+    .await;
+    let pool = pool(&f).await;
+    let info = pool.check().await.unwrap();
+    assert!(info.server_version.starts_with("PostgreSQL"), "{info:?}");
+    assert!(info.latency_ms >= 0.0);
+
+    let tables = pool.schema().await.unwrap();
+    let names: Vec<String> = tables
+        .iter()
+        .map(|t| format!("{}.{}", t.schema, t.name))
+        .collect();
+    assert_eq!(names, vec!["public.visible", "public.visible_view"]);
+    let cols = &tables[0].columns;
+    assert_eq!(cols.len(), 2);
+    assert_eq!(
+        (
+            cols[0].name.as_str(),
+            cols[0].type_name.as_str(),
+            cols[0].nullable
+        ),
+        ("id", "integer", false)
+    );
+    assert_eq!(
+        (
+            cols[1].name.as_str(),
+            cols[1].type_name.as_str(),
+            cols[1].nullable
+        ),
+        ("name", "character varying(20)", true)
+    );
+}
+
+#[tokio::test]
+async fn a_closed_pool_refuses_new_work() {
+    let f = fixture("").await;
+    let pool = std::sync::Arc::new(pool(&f).await);
+    // The pool is shared across tasks (the registry holds it in an Arc; handlers are Send).
+    let shared = pool.clone();
+    let n = tokio::spawn(async move { rows(&shared, query("SELECT 1")).await.map(|r| r.rows) })
+        .await
+        .unwrap();
+    assert_eq!(n, Ok(vec![json!([1])]));
+    assert!(!format!("{pool:?}").contains(PASSWORD));
+    pool.close();
+    assert!(matches!(
+        pool.execute(query("SELECT 1")).await.err(),
+        Some(ExecError::Unavailable(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_error_mid_stream_ends_the_stream_with_it_and_the_pool_recovers() {
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let Execution::Rows(mut s) = pool
+        .execute(query(
+            "SELECT 1 / (g - 500) FROM generate_series(1, 1000) g",
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!("expected rows")
+    };
+    let (mut n, mut err) = (0, None);
+    while let Some(r) = s.next().await {
+        match r {
+            Ok(_) => n += 1,
+            Err(e) => err = Some(e),
+        }
+    }
+    assert_eq!(n, 499);
+    assert!(
+        matches!(&err, Some(ExecError::QueryFailed { sqlstate: Some(c), .. }) if c == "22012"),
+        "{err:?}"
+    );
+    assert_eq!(
+        rows(&pool, query("SELECT 3")).await.unwrap().rows,
+        vec![json!([3])]
+    );
+}
+
+#[tokio::test]
+async fn an_empty_statement_returns_no_rows_instead_of_looping() {
+    let f = fixture("").await;
+    let pool = pool(&f).await;
+    let mut q = query("");
+    q.timeout = Duration::from_secs(2);
+    let r = rows(&pool, q).await.unwrap();
+    assert!(r.rows.is_empty() && r.columns.is_empty() && !r.truncated);
+}
+
+#[tokio::test]
+async fn a_session_setting_changed_by_a_statement_does_not_reach_the_next_request() {
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    // As if the SQL policy had let a session-level change through on a read-write datasource.
+    let mut w = query(
+        "SELECT set_config('standard_conforming_strings', 'off', false), \
+         set_config('TimeZone', 'America/New_York', false)",
+    );
+    w.read_only = false;
+    rows(&pool, w).await.unwrap();
+    let r = rows(
+        &pool,
+        query(
+            "SELECT current_setting('standard_conforming_strings'), current_setting('TimeZone'), \
+             '2024-01-01 00:00:00+00'::timestamptz",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.rows, vec![json!(["on", "UTC", "2024-01-01T00:00:00Z"])]);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_within_the_connect_timeout() {
+    let f = fixture("").await;
+    // Nothing listens on port 1.
+    let mut s = spec(&f, 1);
+    if let Connection::Network { port, .. } = &mut s.connection {
+        *port = 1;
+    }
+    let pool = PgPool::open(&s, &settings()).await.unwrap();
+    match pool.execute(query("SELECT 1")).await.err() {
+        Some(ExecError::Unavailable(m)) => assert!(!m.contains(PASSWORD), "{m}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A non-routable address: the connection attempt is cut at connect_timeout.
+    let mut settings = settings();
+    settings.connect_timeout = Duration::from_millis(300);
+    settings.allow_networks.push("10.0.0.0/8".parse().unwrap());
+    if let Connection::Network { host, port, .. } = &mut s.connection {
+        *host = "10.255.255.1".into();
+        *port = 5432;
+    }
+    let pool = PgPool::open(&s, &settings).await.unwrap();
+    let start = Instant::now();
+    assert!(matches!(
+        pool.execute(query("SELECT 1")).await.err(),
+        Some(ExecError::Unavailable(_))
+    ));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
