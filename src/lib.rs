@@ -6,3 +6,4 @@
 //! `store` holds the control plane and its in-memory view; `config` the typed configuration.
 
 pub mod model;
+pub mod policy;
