@@ -1073,6 +1073,30 @@ fn long_but_shallow_statements_within_the_caps_are_accepted() {
     accepted(MY, &sql, &read_only());
 }
 
+#[test]
+fn an_expression_just_under_the_nesting_cap_is_compared_without_exhausting_the_stack() {
+    // The render check compares trees with the derived, unprotected PartialEq.
+    let sql = format!("SELECT 1{}", " + 1".repeat(walk::MAX_NESTING - 10));
+    let c = accepted(PG, &sql, &read_only());
+    assert_eq!(c.sql.matches('+').count(), walk::MAX_NESTING - 10);
+    let sql = format!("SELECT 1{}", " + 1".repeat(walk::MAX_NESTING + 10));
+    assert!(is_parse(&refused(PG, &sql, &read_only())));
+}
+
+#[test]
+fn the_table_shorthand_is_refused_because_it_hides_the_table_name_from_the_walk() {
+    for kind in DatasourceKind::ALL {
+        for sql in [
+            "TABLE secret",
+            "SELECT 1 UNION TABLE secret",
+            "(TABLE secret)",
+        ] {
+            let e = refused(*kind, sql, &read_only());
+            assert!(is_statement(&e) || is_parse(&e), "{kind} {sql}: {e:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn check_isolated_gives_the_same_answer_as_check() {
     let sql = "SELECT count(*) FROM orders WHERE id = $1";
