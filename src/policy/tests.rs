@@ -1006,6 +1006,17 @@ fn a_statement_that_renders_unfaithfully_is_refused() {
 }
 
 #[test]
+fn a_mysql_string_with_an_escaped_backslash_is_refused_because_it_renders_differently() {
+    // 'a\\b' is the string a\b, which sqlparser renders as 'a\b' (a, backspace).
+    assert_eq!(
+        refused(MY, "SELECT 'a\\\\b'", &read_only()),
+        PolicyError::RenderMismatch
+    );
+    // A newline escape survives: it renders as a literal newline inside the quotes.
+    accepted(MY, "SELECT 'c\\nd'", &read_only());
+}
+
+#[test]
 fn the_sql_to_send_is_the_rendered_statement_without_comments() {
     let c = accepted(PG, "select /* c */ 'it''s' as x -- tail", &read_only());
     assert_eq!(c.sql, "SELECT 'it''s' AS x");
