@@ -1,5 +1,45 @@
-//! PLACEHOLDER (not committed): replaced by the policy branch at merge.
-use crate::model::*;
+//! The SQL policy: decides from the SQL text alone whether a statement may run on a datasource,
+//! and produces the exact text to send.
+//!
+//! Pure functions, no I/O. The steps, each refusing on its own: length cap; tokenizing with the
+//! datasource's dialect (comments, quoted identifiers, variables — `lex`); parsing with a
+//! recursion limit; exactly one statement; a walk over the whole tree for the statement class,
+//! tables, functions, operators and placeholders (`walk`); and rendering the checked tree back
+//! to text, which must parse again to the same tree (`render`). See docs/sql-policy.md.
+
+mod functions;
+mod lex;
+mod names;
+mod render;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+pub use functions::{builtin_names, is_builtin};
+
+use crate::model::{DatasourceKind, ScopePolicy};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+use sqlparser::parser::Parser;
+
+/// How deep the parser may recurse (nested parentheses, subqueries); deeper input is an error.
+pub const RECURSION_LIMIT: usize = 50;
+
+/// The stack the whole check runs on. Derived recursion over the tree (equality, visiting,
+/// dropping) is not protected by sqlparser's `recursive-protection`; with the nesting caps in
+/// `walk` and `lex` this leaves a wide margin even in debug builds.
+const CHECK_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// The datasource a statement is checked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub kind: DatasourceKind,
+    /// Unqualified names resolve here: postgres "public", mysql the database name, sqlite "main".
+    pub default_schema: &'a str,
+    pub max_sql_bytes: usize,
+}
+
+/// What kind of statement was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatementClass {
     Query,
@@ -7,16 +47,26 @@ pub enum StatementClass {
     Update,
     Delete,
 }
+
+/// An accepted statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
+    /// The SQL to send: rendered from the checked AST, re-parsed and verified identical,
+    /// exactly one statement.
     pub sql: String,
     pub class: StatementClass,
+    /// Normalised `schema.table` names the statement touches.
     pub tables: Vec<String>,
+    /// Normalised names of the functions it calls (table functions included).
     pub functions: Vec<String>,
+    /// Number of distinct placeholders (`$1..$n` on postgres, `?` on mysql and sqlite).
     pub param_count: usize,
 }
+
+/// Why a statement was refused. Every message names what was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("too long")]
+    #[error("sql is longer than {max} bytes")]
     TooLong { max: usize },
     #[error("{0}")]
     Parse(String),
@@ -26,18 +76,126 @@ pub enum PolicyError {
     TableNotAllowed(String),
     #[error("{0}")]
     FunctionNotAllowed(String),
-    #[error("render")]
+    #[error("the statement does not survive rendering unchanged")]
     RenderMismatch,
 }
-pub async fn check_isolated(
-    _sql: String,
-    _k: DatasourceKind,
-    _d: String,
-    _m: usize,
-    _s: ScopePolicy,
-) -> Result<Checked, PolicyError> {
-    Err(PolicyError::Parse("policy not merged".into()))
+
+/// The sqlparser dialect that reads SQL the way `kind`'s server does.
+pub fn dialect(kind: DatasourceKind) -> &'static dyn Dialect {
+    static POSTGRES: PostgreSqlDialect = PostgreSqlDialect {};
+    static MYSQL: MySqlDialect = MySqlDialect {};
+    static SQLITE: SQLiteDialect = SQLiteDialect {};
+    match kind {
+        DatasourceKind::Postgres => &POSTGRES,
+        DatasourceKind::Mysql => &MYSQL,
+        DatasourceKind::Sqlite => &SQLITE,
+    }
 }
-pub fn table_visible(_s: &str, _t: &str, _d: &str, _k: DatasourceKind, _p: &ScopePolicy) -> bool {
-    true
+
+/// Checks `sql` against the datasource's scope and returns the text to send.
+pub fn check(sql: &str, target: &Target, scope: &ScopePolicy) -> Result<Checked, PolicyError> {
+    if sql.len() > target.max_sql_bytes {
+        return Err(PolicyError::TooLong {
+            max: target.max_sql_bytes,
+        });
+    }
+    stacker::grow(CHECK_STACK_BYTES, || check_on_big_stack(sql, target, scope))
+}
+
+fn check_on_big_stack(
+    sql: &str,
+    target: &Target,
+    scope: &ScopePolicy,
+) -> Result<Checked, PolicyError> {
+    let dialect = dialect(target.kind);
+    let tokens = lex::scan(sql, target.kind, dialect)?;
+    let mut statements = Parser::new(dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| PolicyError::Parse(e.to_string()))?;
+    let statement = match statements.len() {
+        0 => return Err(PolicyError::Parse("no statement".into())),
+        1 => statements.remove(0),
+        n => {
+            return Err(PolicyError::StatementNotAllowed(format!(
+                "{n} statements are not allowed: send exactly one"
+            )));
+        }
+    };
+    let facts = walk::inspect(&statement, target.kind, target.default_schema, scope)?;
+    let sql = render::render_verified(&statement, dialect)?;
+    Ok(Checked {
+        sql,
+        class: facts.class,
+        tables: facts.tables,
+        functions: facts.functions,
+        param_count: facts.param_count,
+    })
+}
+
+/// Runs [`check`] on tokio's blocking pool, so a slow or pathological parse never stalls a
+/// runtime worker, and turns a panic into an error instead of a dead task.
+pub async fn check_isolated(
+    sql: String,
+    kind: DatasourceKind,
+    default_schema: String,
+    max_sql_bytes: usize,
+    scope: ScopePolicy,
+) -> Result<Checked, PolicyError> {
+    let joined = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(|| {
+            let target = Target {
+                kind,
+                default_schema: &default_schema,
+                max_sql_bytes,
+            };
+            check(&sql, &target, &scope)
+        })
+    })
+    .await;
+    match joined {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) | Err(_) => Err(PolicyError::Parse(
+            "internal error while checking the statement".into(),
+        )),
+    }
+}
+
+/// Whether the scope lets statements touch `schema.table` (for the schema listing, which shows
+/// only what the policy allows). The name is normalised as the checker normalises names.
+pub fn table_visible(
+    schema: &str,
+    table: &str,
+    default_schema: &str,
+    kind: DatasourceKind,
+    scope: &ScopePolicy,
+) -> bool {
+    let t = names::TableRef {
+        schema: schema.to_owned(),
+        table: table.to_owned(),
+    };
+    names::check_table(kind, default_schema, scope, &t).is_ok()
+}
+
+#[cfg(test)]
+mod visibility_tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_listing_follows_the_table_rules() {
+        let scope = ScopePolicy {
+            allowed_tables: Some(vec!["public.customers".into(), "sales.*".into()]),
+            denied_tables: vec!["sales.secrets".into()],
+            ..Default::default()
+        };
+        let k = DatasourceKind::Postgres;
+        assert!(table_visible("public", "customers", "public", k, &scope));
+        assert!(table_visible("sales", "orders", "public", k, &scope));
+        assert!(!table_visible("sales", "secrets", "public", k, &scope));
+        assert!(!table_visible("public", "invoices", "public", k, &scope));
+        let open = ScopePolicy::default();
+        assert!(table_visible("public", "invoices", "public", k, &open));
+        assert!(!table_visible("pg_catalog", "pg_authid", "public", k, &open));
+    }
 }
