@@ -196,6 +196,12 @@ mod visibility_tests {
         assert!(!table_visible("public", "invoices", "public", k, &scope));
         let open = ScopePolicy::default();
         assert!(table_visible("public", "invoices", "public", k, &open));
-        assert!(!table_visible("pg_catalog", "pg_authid", "public", k, &open));
+        assert!(!table_visible(
+            "pg_catalog",
+            "pg_authid",
+            "public",
+            k,
+            &open
+        ));
     }
 }
