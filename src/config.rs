@@ -46,8 +46,6 @@ pub struct Limits {
     pub max_concurrent_per_token: usize,
     /// Queries running at once through one app (429 above), so one app cannot starve the others.
     pub max_concurrent_per_app: usize,
-    /// Time a client has to send its request headers.
-    pub header_read_timeout_ms: u64,
     /// Time a non-query request may take end to end.
     pub request_timeout_ms: u64,
 }
@@ -133,7 +131,6 @@ impl Default for Limits {
             max_concurrent_queries: 512,
             max_concurrent_per_token: 32,
             max_concurrent_per_app: 64,
-            header_read_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
         }
     }
