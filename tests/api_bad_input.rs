@@ -1045,3 +1045,26 @@ async fn unknown_routes_and_wrong_methods_use_the_error_shape() {
     }
     f.finish("routes");
 }
+
+#[tokio::test]
+async fn an_admin_cannot_revoke_an_owners_token_but_another_owner_can() {
+    let app = spawn_app().await;
+    let owner = app.owner().to_owned();
+    let admin = app.invite(&owner, "admin").await;
+    let second_owner = app.invite(&owner, "owner").await;
+    let owner_token_id = owner.split('.').nth(1).expect("token id").to_owned();
+    let r = app
+        .delete(&admin.token, &format!("/v1/tokens/{owner_token_id}"))
+        .await;
+    assert_eq!((r.status, r.code()), (403, Some("forbidden")), "{}", r.text);
+    assert_eq!(
+        app.get(&owner, "/v1/me").await.status,
+        200,
+        "the owner keeps access"
+    );
+    let r = app
+        .delete(&second_owner.token, &format!("/v1/tokens/{owner_token_id}"))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(app.get(&owner, "/v1/me").await.status, 401);
+}

@@ -380,6 +380,17 @@ async fn revoke_token(
         // Someone else's token: do not reveal that it exists.
         return Err(ApiError::not_found());
     }
+    // Nobody can mint a token for another person, so an admin revoking an owner's tokens could
+    // lock the owner out for good: only owners (or the token's own user) may do that.
+    let holder = cv.users.get(&token.user_id);
+    if holder.is_some_and(|u| {
+        u.kind == UserKind::Person && u.role == CompanyRole::Owner && u.id != caller.user.id
+    }) && caller.user.role != CompanyRole::Owner
+    {
+        return Err(ApiError::forbidden(
+            "only a company owner may revoke another owner's token",
+        ));
+    }
     let mut rec = change_record(&caller, "token.revoke");
     rec.target_id = Some(id.clone());
     state
