@@ -13,6 +13,8 @@ const DS_PASSWORD: &str = "pw-e2e-Zq8Lw3Xr";
 struct Server {
     child: Child,
     base: String,
+    /// Every log line the server wrote to stderr so far.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -28,8 +30,11 @@ impl Server {
             .expect("start sluice");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log sink").push(line.clone());
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
                     && v["message"] == "sluice listening"
                 {
@@ -44,6 +49,7 @@ impl Server {
         Server {
             child,
             base: format!("http://{addr}"),
+            logs,
         }
     }
 
@@ -172,6 +178,48 @@ async fn a_company_is_set_up_shared_and_audited_over_http_and_survives_a_restart
         http: reqwest::Client::new(),
         base: server.base.clone(),
     };
+
+    // A client's request id comes back on the answer and is on the request's log line.
+    let res = c
+        .http
+        .get(format!("{}/v1/me", c.base))
+        .bearer_auth(&owner)
+        .header("x-request-id", "e2e-req-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.headers()["x-request-id"], "e2e-req-42");
+    let res = c
+        .http
+        .get(format!("{}/healthz", c.base))
+        .send()
+        .await
+        .expect("request");
+    let minted = res.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(
+        minted.len(),
+        36,
+        "a request without an id gets a fresh UUID"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = server.logs.lock().expect("logs").iter().any(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                v["span"]["request_id"] == "e2e-req-42" || v["request_id"] == "e2e-req-42"
+            })
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line carries the request id"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let me = c.ok(&owner, "GET", "/v1/me", None).await;
     assert_eq!(me["user"]["role"], "owner");
