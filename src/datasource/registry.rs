@@ -78,8 +78,9 @@ struct Entry {
 pub struct Registry {
     settings: RegistrySettings,
     pools: Mutex<HashMap<DatasourceId, Entry>>,
-    /// Serialises pool creation per registry so two first requests do not build two pools.
-    opening: tokio::sync::Mutex<()>,
+    /// One lock per datasource being opened, so two first requests do not build two pools while
+    /// a slow datasource never delays another's first query.
+    opening: Mutex<HashMap<DatasourceId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Registry {
@@ -87,7 +88,7 @@ impl Registry {
         Arc::new(Registry {
             settings,
             pools: Mutex::new(HashMap::new()),
-            opening: tokio::sync::Mutex::new(()),
+            opening: Mutex::new(HashMap::new()),
         })
     }
 
@@ -110,11 +111,22 @@ impl Registry {
         if let Some(p) = self.cached(spec) {
             return Ok(p);
         }
-        let _guard = self.opening.lock().await;
+        let lock = self
+            .opening
+            .lock()
+            .map_err(|_| ExecError::Unavailable("pool registry lock poisoned".into()))?
+            .entry(spec.id.clone())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
         if let Some(p) = self.cached(spec) {
             return Ok(p);
         }
-        let pool = Arc::new(Pool::open(spec, &self.settings).await?);
+        let opened = Pool::open(spec, &self.settings).await;
+        if let Ok(mut m) = self.opening.lock() {
+            m.remove(&spec.id);
+        }
+        let pool = Arc::new(opened?);
         let old = self.pools.lock().ok().and_then(|mut m| {
             m.insert(
                 spec.id.clone(),
