@@ -391,6 +391,8 @@ impl Store {
         if !backend.changed_elsewhere()? {
             return Ok(false);
         }
+        // Note the version before loading: a write that lands during the load is seen next time.
+        backend.remember_own_write();
         let view = backend.load_all(&self.key)?;
         self.view.store(Arc::new(view));
         Ok(true)
@@ -459,5 +461,203 @@ pub(crate) fn build_spec(
         connection,
         pool_max_size,
         generation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Outcome;
+    use chrono::Utc;
+
+    fn key() -> MasterKey {
+        MasterKey::from_bytes(&[3u8; 32]).unwrap()
+    }
+
+    fn company(store: &Store, name: &str) -> (CompanyId, UserId) {
+        let now = Utc::now();
+        let c = Company {
+            id: CompanyId::generate(),
+            name: name.into(),
+            redact_private_audit: true,
+            created_at: now,
+        };
+        let owner = User {
+            id: UserId::generate(),
+            company_id: c.id.clone(),
+            kind: UserKind::Person,
+            email: Some(format!("owner@{name}.test")),
+            name: "o".into(),
+            role: CompanyRole::Owner,
+            created_at: now,
+        };
+        let (cid, oid) = (c.id.clone(), owner.id.clone());
+        store
+            .apply(
+                &cid,
+                vec![Change::CreateCompany(c), Change::CreateUser(owner)],
+                vec![],
+            )
+            .unwrap();
+        (cid, oid)
+    }
+
+    #[test]
+    fn a_write_is_visible_in_the_view_at_once_and_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, key()).unwrap();
+        let (cid, oid) = company(&store, "acme");
+        assert_eq!(
+            store.view().company(&cid).unwrap().users[&oid].role,
+            CompanyRole::Owner
+        );
+        drop(store);
+        let store = Store::open(&path, key()).unwrap();
+        assert!(store.view().company(&cid).unwrap().users.contains_key(&oid));
+    }
+
+    #[test]
+    fn the_last_owner_rule_holds_inside_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), key()).unwrap();
+        let (cid, oid) = company(&store, "acme");
+        let err = store
+            .apply(
+                &cid,
+                vec![Change::SetUserRole {
+                    user_id: oid.clone(),
+                    role: CompanyRole::Admin,
+                }],
+                vec![],
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        assert_eq!(
+            store.view().company(&cid).unwrap().users[&oid].role,
+            CompanyRole::Owner,
+            "nothing changed"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_conflicts_and_the_audit_record_rolls_back_with_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), key()).unwrap();
+        let (cid, oid) = company(&store, "acme");
+        let group = |name: &str| Group {
+            id: GroupId::generate(),
+            company_id: cid.clone(),
+            name: name.into(),
+            members: vec![],
+            created_at: Utc::now(),
+        };
+        let rec = || {
+            AuditRecord::new(
+                cid.clone(),
+                Some(oid.clone()),
+                "group.create",
+                Outcome::Allowed,
+            )
+        };
+        store
+            .apply(
+                &cid,
+                vec![Change::CreateGroup(group("analysts"))],
+                vec![rec()],
+            )
+            .unwrap();
+        let err = store
+            .apply(
+                &cid,
+                vec![Change::CreateGroup(group("analysts"))],
+                vec![rec()],
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let backend = store.backend.lock().unwrap();
+        let n = crate::audit::count(backend.conn(), &cid).unwrap();
+        assert_eq!(n, 1, "the refused change left no audit record");
+    }
+
+    #[test]
+    fn a_write_by_another_process_is_picked_up_by_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let server = Store::open(&path, key()).unwrap();
+        assert!(!server.refresh_if_changed().unwrap(), "nothing changed yet");
+        let cli = Store::open(&path, key()).unwrap();
+        let (cid, _) = company(&cli, "other");
+        assert!(server.view().company(&cid).is_none());
+        assert!(server.refresh_if_changed().unwrap());
+        assert!(server.view().company(&cid).is_some());
+        assert!(
+            !server.refresh_if_changed().unwrap(),
+            "its own state is now current"
+        );
+    }
+
+    #[test]
+    fn a_datasource_password_is_sealed_and_decrypted_only_into_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, key()).unwrap();
+        let (cid, oid) = company(&store, "acme");
+        let id = DatasourceId::generate();
+        let conn = ConnectionSettings {
+            host: Some("db.example.com".into()),
+            port: Some(5432),
+            database: Some("d".into()),
+            user: Some("u".into()),
+            ..Default::default()
+        };
+        let enc = store.seal_password(&id, "s3cret-pw-xyz");
+        let spec = build_spec(
+            &id,
+            DatasourceKind::Postgres,
+            &conn,
+            Some(&enc),
+            4,
+            1,
+            store.key(),
+        );
+        let now = Utc::now();
+        let ds = Datasource {
+            id: id.clone(),
+            company_id: cid.clone(),
+            name: "pg".into(),
+            description: String::new(),
+            kind: DatasourceKind::Postgres,
+            visibility: Visibility::Private,
+            owner_id: oid,
+            connection: conn,
+            password_enc: Some(enc),
+            policy: ScopePolicy::default(),
+            pool_max_size: 4,
+            generation: 1,
+            members: vec![],
+            created_at: now,
+            updated_at: now,
+            spec: Arc::new(spec),
+        };
+        store
+            .apply(
+                &cid,
+                vec![Change::PutDatasource {
+                    ds: Box::new(ds),
+                    is_new: true,
+                }],
+                vec![],
+            )
+            .unwrap();
+        let view = store.view();
+        let loaded = &view.company(&cid).unwrap().datasources[&id];
+        match &loaded.spec.connection {
+            Connection::Network { password, .. } => assert_eq!(password.expose(), "s3cret-pw-xyz"),
+            other => panic!("{other:?}"),
+        }
+        drop(store);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(13).any(|w| w == b"s3cret-pw-xyz"));
     }
 }

@@ -138,6 +138,7 @@ impl Backend {
         Ok(v != self.seen_version)
     }
 
+    /// Records the current `meta.version` as seen by this process.
     pub(super) fn remember_own_write(&mut self) {
         if let Ok(v) = Self::version(&self.conn) {
             self.seen_version = v;
