@@ -153,6 +153,10 @@ impl Backend {
         key: &MasterKey,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        let before: i64 =
+            tx.query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
+                r.get(0)
+            })?;
         for c in changes {
             apply_one(&tx, company, c, key)?;
         }
@@ -165,6 +169,11 @@ impl Backend {
             [],
         )?;
         tx.commit()?;
+        // Only our own write came in since we last looked: the view stays current. Otherwise
+        // leave the seen version behind so the next poll reloads what the other process wrote.
+        if before == self.seen_version {
+            self.seen_version = before + 1;
+        }
         Ok(())
     }
 
