@@ -377,7 +377,6 @@ impl Store {
             companies,
             token_company,
         }));
-        backend.remember_own_write();
         Ok(cv)
     }
 
@@ -595,6 +594,13 @@ mod tests {
             !server.refresh_if_changed().unwrap(),
             "its own state is now current"
         );
+        // An outside write followed by one of the server's own: the outside one is not skipped.
+        let (cid2, _) = company(&cli, "third");
+        let (own, _) = company(&server, "own");
+        assert!(server.view().company(&own).is_some());
+        assert!(server.refresh_if_changed().unwrap());
+        assert!(server.view().company(&cid2).is_some());
+        assert!(!server.refresh_if_changed().unwrap());
     }
 
     #[test]
