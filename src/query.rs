@@ -23,6 +23,7 @@ use crate::audit::{AuditRecord, Outcome};
 use crate::datasource::{Execute, Execution, RowStream};
 use crate::http::error::ApiError;
 use crate::http::extract::Json;
+use crate::http::openapi as doc;
 use crate::http::views::app_acl;
 use crate::http::{AppState, RequestId};
 use crate::identity::Caller;
@@ -35,12 +36,14 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/v1/apps/{id}/query", post(query))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct QueryBody {
     sql: String,
+    /// JSON values bound to `$1..` (postgres) or `?` (mysql, sqlite) placeholders.
     #[serde(default)]
     params: Vec<serde_json::Value>,
+    /// Id or name of an attached datasource; may be left out when the app has exactly one.
     datasource: Option<String>,
     max_rows: Option<u64>,
     timeout_ms: Option<u64>,
@@ -154,6 +157,25 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/x-ndjson"))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{id}/query", tag = "query", request_body = QueryBody,
+    params(
+        ("id" = String, Path, description = "App id"),
+        ("Accept" = Option<String>, Header, description = "`application/x-ndjson` streams the answer: \
+            a `{\"columns\"}` line, one JSON array per row, then `{\"row_count\", \"truncated\", \"elapsed_ms\"}` \
+            (or `{\"error\"}` if it failed after streaming began)"),
+    ),
+    responses(
+        (status = 200, description = "The result", content(
+            (doc::QueryResult = "application/json"),
+            (String = "application/x-ndjson"),
+        )),
+        (status = 400, description = "`bad_request`, `sql_parse_error` or `bad_params`", body = doc::ErrorBody),
+        (status = 403, description = "`forbidden`, `statement_not_allowed`, `table_not_allowed`, \
+            `function_not_allowed` or `integration_disabled`", body = doc::ErrorBody),
+        doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+        (status = 429, description = "`too_many_requests`: too many queries in flight; has `Retry-After`", body = doc::ErrorBody),
+        doc::DatabaseErrors,
+    ))]
 async fn query(
     State(state): State<Arc<AppState>>,
     caller: Caller,

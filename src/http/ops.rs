@@ -18,11 +18,17 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/openapi.json", get(openapi))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = super::openapi::Status)))]
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
 /// Ready when the control-plane store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "The control-plane store answers", body = super::openapi::Status),
+    (status = 503, description = "The control-plane store does not answer", body = super::openapi::Status),
+))]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.ping()).await {
@@ -36,6 +42,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text exposition", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8"),
+))]
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let body = state.metrics.render(
         &state.registry.stats(),
@@ -51,6 +61,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This OpenAPI document", body = Object)))]
 async fn openapi() -> impl IntoResponse {
     axum::Json(crate::http::openapi::document())
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::error::{ApiError, require};
 use super::extract::{Json, OptionalJson};
+use super::openapi as doc;
 use super::routes_datasources::{MemberBody, TransferBody, member_principal, transfer_target};
 use super::views::{self, app_acl, ds_acl, find_app, find_ds, find_principal, valid_name};
 use super::{AppState, change_record};
@@ -37,7 +38,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/apps/{id}/transfer", post(transfer))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateApp)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -48,7 +50,8 @@ struct CreateBody {
     datasource_ids: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PatchApp)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
     name: Option<String>,
@@ -70,6 +73,8 @@ fn name_taken(caller: &Caller, name: &str, except: Option<&AppId>) -> bool {
         .any(|a| a.name == name && Some(&a.id) != except)
 }
 
+#[utoipa::path(get, path = "/v1/apps", tag = "apps",
+    responses((status = 200, description = "The apps the caller can use", body = doc::AppList)))]
 async fn list(caller: Caller) -> impl IntoResponse {
     let cv = &caller.company;
     let p = caller.principal();
@@ -86,6 +91,10 @@ async fn list(caller: Caller) -> impl IntoResponse {
     axum::Json(json!({ "items": items }))
 }
 
+#[utoipa::path(post, path = "/v1/apps", tag = "apps", request_body = CreateBody, responses(
+    (status = 201, description = "The new app (attaching needs viewer on each datasource)", body = doc::App),
+    doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+))]
 async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -146,11 +155,18 @@ async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{id}", tag = "apps", params(("id" = String, Path, description = "App id")),
+    responses((status = 200, description = "The app", body = doc::App), doc::Forbidden, doc::NotFound))]
 async fn get_one(caller: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let app = guard(&caller, &id, AppAction::View)?;
     Ok(axum::Json(views::app(&caller, &caller.company, app)))
 }
 
+#[utoipa::path(patch, path = "/v1/apps/{id}", tag = "apps", request_body = PatchBody, params(("id" = String, Path, description = "App id")),
+    responses(
+        (status = 200, description = "The app after the change (editor+)", body = doc::App),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+    ))]
 async fn patch(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -195,6 +211,8 @@ async fn patch(
     Ok(axum::Json(views::app(&caller, &cv, app)))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{id}", tag = "apps", params(("id" = String, Path, description = "App id")),
+    responses((status = 204, description = "Deleted (owner)"), doc::Forbidden, doc::NotFound))]
 async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -214,6 +232,12 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(put, path = "/v1/apps/{id}/datasources/{datasource_id}", tag = "apps",
+    params(("id" = String, Path, description = "App id"), ("datasource_id" = String, Path, description = "Datasource id")),
+    responses(
+        (status = 200, description = "The app with the datasource attached", body = doc::App),
+        doc::Forbidden, doc::NotFound,
+    ))]
 async fn attach(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -244,6 +268,12 @@ async fn attach(
     Ok(axum::Json(views::app(&caller, &cv, app)))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{id}/datasources/{datasource_id}", tag = "apps",
+    params(("id" = String, Path, description = "App id"), ("datasource_id" = String, Path, description = "Datasource id")),
+    responses(
+        (status = 200, description = "The app without the datasource", body = doc::App),
+        doc::Forbidden, doc::NotFound,
+    ))]
 async fn detach(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -271,6 +301,8 @@ async fn detach(
     Ok(axum::Json(views::app(&caller, &cv, app)))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{id}/members", tag = "apps", params(("id" = String, Path, description = "App id")),
+    responses((status = 200, description = "Direct grants on the app", body = doc::MemberList), doc::Forbidden, doc::NotFound))]
 async fn list_members(
     caller: Caller,
     Path(id): Path<String>,
@@ -279,6 +311,13 @@ async fn list_members(
     Ok(axum::Json(views::members(&app.members)))
 }
 
+#[utoipa::path(put, path = "/v1/apps/{id}/members/{principal_id}", tag = "apps",
+    request_body = MemberBody,
+    params(("id" = String, Path, description = "App id"), ("principal_id" = String, Path, description = "A user's (person or API) or a group's id")),
+    responses(
+        (status = 200, description = "The app's members after the grant", body = doc::MemberList),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::PayloadTooLarge,
+    ))]
 async fn set_member(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -306,6 +345,9 @@ async fn set_member(
     Ok(axum::Json(views::members(&app.members)))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{id}/members/{principal_id}", tag = "apps",
+    params(("id" = String, Path, description = "App id"), ("principal_id" = String, Path, description = "A user's or a group's id")),
+    responses((status = 204, description = "The grant is gone"), doc::Forbidden, doc::NotFound))]
 async fn remove_member(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -329,12 +371,19 @@ async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CloneBody {
     name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/apps/{id}/clone", tag = "apps",
+    request_body(content = Option<CloneBody>, description = "May be left out; the name defaults to \"<name> (copy)\""),
+    params(("id" = String, Path, description = "App id")),
+    responses(
+        (status = 201, description = "The private copy, without the datasources the caller may not attach", body = doc::CloneResult),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+    ))]
 async fn clone_app(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -407,6 +456,11 @@ async fn clone_app(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{id}/transfer", tag = "apps", request_body = TransferBody, params(("id" = String, Path, description = "App id")),
+    responses(
+        (status = 200, description = "The app with its new owner; the previous owner keeps editor", body = doc::App),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+    ))]
 async fn transfer(
     State(state): State<Arc<AppState>>,
     caller: Caller,

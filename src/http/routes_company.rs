@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::error::{ApiError, require};
 use super::extract::Json;
+use super::openapi as doc;
 use super::views::{app_acl, valid_name};
 use super::{AppState, change_record};
 use crate::audit::{AuditFilter, Outcome};
@@ -34,6 +35,8 @@ fn company_json(c: &crate::store::Company) -> serde_json::Value {
     json!({"id": c.id, "name": c.name, "redact_private_audit": c.redact_private_audit})
 }
 
+#[utoipa::path(get, path = "/v1/company", tag = "company",
+    responses((status = 200, description = "The caller's company", body = doc::Company), doc::Forbidden))]
 async fn get_company(caller: Caller) -> Result<impl IntoResponse, ApiError> {
     require(permission::company(
         &caller.principal(),
@@ -42,13 +45,17 @@ async fn get_company(caller: Caller) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(company_json(caller.company.company())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CompanyPatch {
     name: Option<String>,
     redact_private_audit: Option<bool>,
 }
 
+#[utoipa::path(patch, path = "/v1/company", tag = "company", request_body = CompanyPatch, responses(
+    (status = 200, description = "The company after the change (admin+)", body = doc::Company),
+    doc::BadRequest, doc::Forbidden, doc::PayloadTooLarge,
+))]
 async fn patch_company(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -92,6 +99,10 @@ fn integration_json(i: &Integration) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(get, path = "/v1/integrations", tag = "company", responses(
+    (status = 200, description = "One item per datasource kind (person users only)", body = doc::IntegrationList),
+    doc::Forbidden,
+))]
 async fn list_integrations(caller: Caller) -> Result<impl IntoResponse, ApiError> {
     require(permission::company(
         &caller.principal(),
@@ -104,13 +115,19 @@ async fn list_integrations(caller: Caller) -> Result<impl IntoResponse, ApiError
     Ok(axum::Json(json!({ "items": items })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IntegrationPatch {
     enabled: Option<bool>,
     creators_can_register: Option<bool>,
 }
 
+#[utoipa::path(patch, path = "/v1/integrations/{kind}", tag = "company", request_body = IntegrationPatch,
+    params(("kind" = DatasourceKind, Path, description = "Datasource kind")),
+    responses(
+        (status = 200, description = "The integration after the change (admin+); turning it off closes its pools", body = doc::Integration),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::PayloadTooLarge,
+    ))]
 async fn patch_integration(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -150,20 +167,28 @@ async fn patch_integration(
     Ok(axum::Json(integration_json(&cv.integration(kind))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     action: Option<String>,
     actor_id: Option<String>,
     app_id: Option<String>,
     datasource_id: Option<String>,
+    /// `allowed`, `denied` or `failed`.
     outcome: Option<String>,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
+    /// Items per page (capped by the server).
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "company", params(AuditQuery), responses(
+    (status = 200, description = "Audit records, newest first (admin+)", body = doc::AuditPage),
+    doc::BadRequest, doc::Forbidden,
+))]
 async fn read_audit(
     State(state): State<Arc<AppState>>,
     caller: Caller,

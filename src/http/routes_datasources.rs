@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::error::{ApiError, require};
 use super::extract::Json;
+use super::openapi as doc;
 use super::views::{self, ds_acl, find_ds, find_principal, find_user, principal_in, valid_name};
 use super::{AppState, change_record};
 use crate::identity::Caller;
@@ -38,26 +39,30 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// The connection as a client sends it: the settings plus a write-only password.
-#[derive(Deserialize, Clone, Default)]
+#[derive(Deserialize, Clone, Default, utoipa::ToSchema)]
+#[schema(as = ConnectionInput)]
 #[serde(deny_unknown_fields)]
 struct ConnectionBody {
     host: Option<String>,
     port: Option<u16>,
     database: Option<String>,
     user: Option<String>,
+    /// Write-only: stored encrypted, never returned.
     password: Option<String>,
     #[serde(default)]
     options: std::collections::BTreeMap<String, String>,
     path: Option<String>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy, utoipa::ToSchema)]
+#[schema(as = PoolInput)]
 #[serde(deny_unknown_fields)]
 struct PoolBody {
     max_size: usize,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateDatasource)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -70,7 +75,9 @@ struct CreateBody {
     pool: Option<PoolBody>,
 }
 
-#[derive(Deserialize)]
+/// Any subset of the create body; a new password replaces the old.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PatchDatasource)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
     name: Option<String>,
@@ -200,6 +207,8 @@ fn validate_pool(state: &AppState, p: Option<PoolBody>) -> Result<Option<usize>,
     }
 }
 
+#[utoipa::path(get, path = "/v1/datasources", tag = "datasources",
+    responses((status = 200, description = "The datasources the caller can view", body = doc::DatasourceList)))]
 async fn list(caller: Caller) -> impl IntoResponse {
     let cv = &caller.company;
     let p = caller.principal();
@@ -216,6 +225,10 @@ async fn list(caller: Caller) -> impl IntoResponse {
     axum::Json(json!({ "items": items }))
 }
 
+#[utoipa::path(post, path = "/v1/datasources", tag = "datasources", request_body = CreateBody, responses(
+    (status = 201, description = "The registered datasource", body = doc::Datasource),
+    doc::BadRequest, doc::Forbidden, doc::Conflict, doc::PayloadTooLarge,
+))]
 async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -310,11 +323,19 @@ fn guard<'a>(
     Ok(ds)
 }
 
+#[utoipa::path(get, path = "/v1/datasources/{id}", tag = "datasources", params(("id" = String, Path, description = "Datasource id")),
+    responses((status = 200, description = "The datasource", body = doc::Datasource), doc::NotFound))]
 async fn get_one(caller: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let ds = guard(&caller, &id, DatasourceAction::View)?;
     Ok(axum::Json(views::datasource(&caller, &caller.company, ds)))
 }
 
+#[utoipa::path(patch, path = "/v1/datasources/{id}", tag = "datasources", request_body = PatchBody,
+    params(("id" = String, Path, description = "Datasource id")),
+    responses(
+        (status = 200, description = "The datasource after the change (editor+)", body = doc::Datasource),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+    ))]
 async fn patch(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -396,6 +417,8 @@ async fn patch(
     Ok(axum::Json(views::datasource(&caller, &cv, ds)))
 }
 
+#[utoipa::path(delete, path = "/v1/datasources/{id}", tag = "datasources", params(("id" = String, Path, description = "Datasource id")),
+    responses((status = 204, description = "Deleted (owner)"), doc::Forbidden, doc::NotFound))]
 async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -417,6 +440,8 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/datasources/{id}/members", tag = "datasources", params(("id" = String, Path, description = "Datasource id")),
+    responses((status = 200, description = "Direct grants on the datasource", body = doc::MemberList), doc::NotFound))]
 async fn list_members(
     caller: Caller,
     Path(id): Path<String>,
@@ -425,7 +450,8 @@ async fn list_members(
     Ok(axum::Json(views::members(&ds.members)))
 }
 
-#[derive(Deserialize)]
+/// `viewer` or `editor` (ownership moves with `/transfer`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MemberBody {
     pub role: ObjectRole,
@@ -460,6 +486,13 @@ pub(super) fn member_principal(
     Ok(p)
 }
 
+#[utoipa::path(put, path = "/v1/datasources/{id}/members/{principal_id}", tag = "datasources",
+    request_body = MemberBody,
+    params(("id" = String, Path, description = "Datasource id"), ("principal_id" = String, Path, description = "A person user's or a group's id")),
+    responses(
+        (status = 200, description = "The datasource's members after the grant", body = doc::MemberList),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::PayloadTooLarge,
+    ))]
 async fn set_member(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -487,6 +520,9 @@ async fn set_member(
     Ok(axum::Json(views::members(&ds.members)))
 }
 
+#[utoipa::path(delete, path = "/v1/datasources/{id}/members/{principal_id}", tag = "datasources",
+    params(("id" = String, Path, description = "Datasource id"), ("principal_id" = String, Path, description = "A user's or a group's id")),
+    responses((status = 204, description = "The grant is gone"), doc::Forbidden, doc::NotFound))]
 async fn remove_member(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -510,7 +546,8 @@ async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// The new owner: a person user with creator role or higher.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TransferBody {
     pub user_id: String,
@@ -527,6 +564,12 @@ pub(super) fn transfer_target(caller: &Caller, user_id: &str) -> Result<UserId, 
     Ok(u.id.clone())
 }
 
+#[utoipa::path(post, path = "/v1/datasources/{id}/transfer", tag = "datasources", request_body = TransferBody,
+    params(("id" = String, Path, description = "Datasource id")),
+    responses(
+        (status = 200, description = "The datasource with its new owner; the previous owner keeps editor", body = doc::Datasource),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+    ))]
 async fn transfer(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -561,6 +604,11 @@ async fn transfer(
     Ok(axum::Json(views::datasource(&caller, &cv, ds)))
 }
 
+#[utoipa::path(post, path = "/v1/datasources/{id}/check", tag = "datasources", params(("id" = String, Path, description = "Datasource id")),
+    responses(
+        (status = 200, description = "The datasource answered", body = doc::CheckResult),
+        doc::IntegrationDisabled, doc::NotFound, doc::DatabaseErrors,
+    ))]
 async fn check(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -578,6 +626,11 @@ async fn check(
     })))
 }
 
+#[utoipa::path(get, path = "/v1/datasources/{id}/schema", tag = "datasources", params(("id" = String, Path, description = "Datasource id")),
+    responses(
+        (status = 200, description = "Tables and columns, limited to what the policy allows", body = doc::SchemaListing),
+        doc::IntegrationDisabled, doc::NotFound, doc::DatabaseErrors,
+    ))]
 async fn schema(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::error::{ApiError, require};
 use super::extract::{Json, OptionalJson};
+use super::openapi as doc;
 use super::views::{self, find_user, principal_in, valid_name};
 use super::{AppState, change_record};
 use crate::identity::{Caller, mint};
@@ -38,6 +39,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
 }
 
+#[utoipa::path(get, path = "/v1/me", tag = "identity",
+    responses((status = 200, description = "The caller and their company", body = doc::Me)))]
 async fn me(caller: Caller) -> impl IntoResponse {
     let c = caller.company.company();
     axum::Json(json!({
@@ -46,6 +49,10 @@ async fn me(caller: Caller) -> impl IntoResponse {
     }))
 }
 
+#[utoipa::path(get, path = "/v1/users", tag = "identity", responses(
+    (status = 200, description = "The company's users (person users only may list)", body = doc::UserList),
+    doc::Forbidden,
+))]
 async fn list_users(caller: Caller) -> Result<impl IntoResponse, ApiError> {
     require(permission::company(
         &caller.principal(),
@@ -57,7 +64,7 @@ async fn list_users(caller: Caller) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(json!({ "items": items })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InviteBody {
     email: String,
@@ -94,6 +101,10 @@ fn token_expiry(
     }
 }
 
+#[utoipa::path(post, path = "/v1/users", tag = "identity", request_body = InviteBody, responses(
+    (status = 201, description = "The invited user and a first token for them (admin+)", body = doc::UserWithToken),
+    doc::BadRequest, doc::Forbidden, doc::Conflict, doc::PayloadTooLarge,
+))]
 async fn invite_user(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -151,12 +162,18 @@ async fn invite_user(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RoleBody {
     role: CompanyRole,
 }
 
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "identity", request_body = RoleBody,
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user with their new role (admin+)", body = doc::User),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+    ))]
 async fn change_role(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -203,6 +220,12 @@ async fn change_role(
     Ok(axum::Json(views::user(updated)))
 }
 
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "identity",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted; the user's tokens stop working at once (admin+)"),
+        doc::Forbidden, doc::NotFound, doc::Conflict,
+    ))]
 async fn delete_user(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -242,12 +265,16 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApiUserBody {
     name: String,
 }
 
+#[utoipa::path(post, path = "/v1/api-users", tag = "identity", request_body = ApiUserBody, responses(
+    (status = 201, description = "The API user (kind api) and its first token (admin+)", body = doc::UserWithToken),
+    doc::BadRequest, doc::Forbidden, doc::Conflict, doc::PayloadTooLarge,
+))]
 async fn create_api_user(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -303,13 +330,20 @@ async fn create_api_user(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
     name: Option<String>,
     expires_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(post, path = "/v1/users/{id}/tokens", tag = "identity",
+    request_body(content = Option<TokenBody>, description = "May be left out"),
+    params(("id" = String, Path, description = "User id: the caller, or an API user for admin+")),
+    responses(
+        (status = 201, description = "The new token, shown only here", body = doc::TokenCreated),
+        doc::BadRequest, doc::Forbidden, doc::NotFound, doc::Conflict, doc::PayloadTooLarge,
+    ))]
 async fn create_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -365,6 +399,12 @@ async fn create_token(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "identity",
+    params(("id" = String, Path, description = "Token id")),
+    responses(
+        (status = 204, description = "Revoked (the token's user, or admin+)"),
+        doc::NotFound,
+    ))]
 async fn revoke_token(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -409,6 +449,10 @@ fn group_json(g: &Group) -> serde_json::Value {
     json!({"id": g.id, "name": g.name, "members": g.members, "created_at": g.created_at})
 }
 
+#[utoipa::path(get, path = "/v1/groups", tag = "identity", responses(
+    (status = 200, description = "The company's groups (person users only)", body = doc::GroupList),
+    doc::Forbidden,
+))]
 async fn list_groups(caller: Caller) -> Result<impl IntoResponse, ApiError> {
     require(permission::company(
         &caller.principal(),
@@ -421,12 +465,16 @@ async fn list_groups(caller: Caller) -> Result<impl IntoResponse, ApiError> {
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GroupBody {
     name: String,
 }
 
+#[utoipa::path(post, path = "/v1/groups", tag = "identity", request_body = GroupBody, responses(
+    (status = 201, description = "The new group (admin+)", body = doc::Group),
+    doc::BadRequest, doc::Forbidden, doc::PayloadTooLarge,
+))]
 async fn create_group(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -480,6 +528,9 @@ fn group_guard(caller: &Caller, id: &str) -> Result<GroupId, ApiError> {
     Ok(g.id.clone())
 }
 
+#[utoipa::path(delete, path = "/v1/groups/{id}", tag = "identity",
+    params(("id" = String, Path, description = "Group id")),
+    responses((status = 204, description = "Deleted (admin+)"), doc::Forbidden, doc::NotFound))]
 async fn delete_group(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -498,6 +549,12 @@ async fn delete_group(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(put, path = "/v1/groups/{id}/members/{user_id}", tag = "identity",
+    params(("id" = String, Path, description = "Group id"), ("user_id" = String, Path, description = "A person user's id")),
+    responses(
+        (status = 204, description = "The user is a member (admin+)"),
+        doc::BadRequest, doc::Forbidden, doc::NotFound,
+    ))]
 async fn add_group_member(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -526,6 +583,9 @@ async fn add_group_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/v1/groups/{id}/members/{user_id}", tag = "identity",
+    params(("id" = String, Path, description = "Group id"), ("user_id" = String, Path, description = "User id")),
+    responses((status = 204, description = "The user is no longer a member (admin+)"), doc::Forbidden, doc::NotFound))]
 async fn remove_group_member(
     State(state): State<Arc<AppState>>,
     caller: Caller,
