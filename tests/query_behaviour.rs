@@ -626,3 +626,45 @@ async fn every_attempt_is_audited_and_counted_in_the_metrics() {
     }
     pg.gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_mid_stream_stops_the_statement_and_is_audited() {
+    let pg = pg_world(json!({"max_rows": 1_000_000})).await;
+    let res = pg
+        .gw
+        .request(&pg.gw.owner, "POST", &format!("/v1/apps/{}/query", pg.app))
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"sql": "SELECT generate_series(1, 100000000) AS g"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+    let mut stream = res.bytes_stream();
+    let first = stream.next().await.expect("a first chunk").expect("chunk");
+    assert!(first.starts_with(b"{\"columns\""));
+    drop(stream);
+
+    let role = &pg.acme.accounts.analyst.0;
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' AND state <> 'idle'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let audited = pg
+            .gw
+            .audit(&pg.gw.owner, "action=query&outcome=failed")
+            .await;
+        if pg.admin_count(&running).await == 0 && !audited.is_empty() {
+            assert_eq!(audited[0]["code"], "client_disconnected", "{audited:?}");
+            let n = audited[0]["row_count"].as_u64().expect("row_count");
+            assert!(n < 1_000_000, "{n} rows were read for nobody");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the statement kept running or the attempt was not audited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg.gw.stop().await;
+}
