@@ -668,3 +668,129 @@ async fn a_reader_that_goes_away_mid_stream_stops_the_statement_and_is_audited()
     }
     pg.gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_statement_past_its_timeout_answers_504_and_leaves_nothing_running() {
+    use mysql_async::prelude::Queryable;
+    let my = mysql_acme().await;
+    let gw = Gateway::start().await;
+    gw.set_integration(&gw.owner, "mysql", true).await;
+    let ds = gw
+        .datasource(
+            &gw.owner,
+            my.datasource(
+                "acme-my",
+                &my.accounts.sales,
+                json!({"extra_functions": ["sleep"]}),
+            ),
+        )
+        .await;
+    let app = gw.app(&gw.owner, "sleepy", &[&ds]).await;
+    let started = Instant::now();
+    let code = gw
+        .refused(
+            &gw.owner,
+            &app,
+            json!({"sql": "SELECT SLEEP(20) AS slept", "timeout_ms": 300}),
+            504,
+        )
+        .await;
+    assert_eq!(code, "query_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let user = &my.accounts.sales.0;
+    let mut admin = my.db.admin_conn().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let n: Option<i64> = admin
+            .query_first(format!(
+                "SELECT count(*) FROM information_schema.processlist \
+                 WHERE user = '{user}' AND command = 'Query'"
+            ))
+            .await
+            .unwrap();
+        if n == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n:?} statement(s) still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = admin.disconnect().await;
+    let v = gw
+        .rows(
+            &gw.owner,
+            &app,
+            json!({"sql": "SELECT count(*) AS n FROM customers"}),
+        )
+        .await;
+    assert_eq!(v["rows"], json!([[500]]));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_read_write_mysql_and_sqlite_really_write_and_read_only_refuses_them() {
+    use mysql_async::prelude::Queryable;
+    let my = mysql_acme().await;
+    let gw = Gateway::start().await;
+    let owner = gw.owner.clone();
+    gw.set_integration(&owner, "mysql", true).await;
+    gw.set_integration(&owner, "sqlite", true).await;
+    let path = sqlite_acme(&gw, "acme.sqlite");
+    let rw = json!({"access": "read_write"});
+    let mut ids = Vec::new();
+    for body in [
+        my.datasource("my-rw", &my.accounts.sales, rw.clone()),
+        my.datasource("my-ro", &my.accounts.sales, json!({})),
+        sqlite_datasource("lite-rw", &path, rw.clone()),
+        sqlite_datasource("lite-ro", &path, json!({})),
+    ] {
+        ids.push(gw.datasource(&owner, body).await);
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let app = gw.app(&owner, "writers", &ids).await;
+    let insert = "INSERT INTO bump_log (bumped_by) VALUES (?), (?)";
+    for ds in ["my-rw", "lite-rw"] {
+        let (s, v) = gw
+            .query(
+                &owner,
+                &app,
+                json!({"datasource": ds, "sql": insert, "params": ["http", "test"]}),
+            )
+            .await;
+        assert_eq!((s, &v["rows_affected"]), (200, &json!(2)), "{ds}: {v}");
+    }
+    for ds in ["my-ro", "lite-ro"] {
+        let code = gw
+            .refused(
+                &owner,
+                &app,
+                json!({"datasource": ds, "sql": insert, "params": ["no", "no"]}),
+                403,
+            )
+            .await;
+        assert_eq!(code, "statement_not_allowed", "{ds}");
+    }
+    let mut admin = my.db.admin_conn().await;
+    let by: Vec<String> = admin
+        .query("SELECT bumped_by FROM bump_log ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(by, ["http", "test"]);
+    let _ = admin.disconnect().await;
+    let lite = rusqlite::Connection::open(&path).unwrap();
+    let n: i64 = lite
+        .query_row(
+            "SELECT count(*) FROM bump_log WHERE bumped_by IN ('http', 'test')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 2);
+    gw.stop().await;
+}
