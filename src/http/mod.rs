@@ -9,6 +9,7 @@ mod routes_apps;
 mod routes_company;
 mod routes_datasources;
 mod routes_identity;
+mod sharing;
 pub mod views;
 
 use axum::Router;

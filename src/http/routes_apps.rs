@@ -13,8 +13,8 @@ use std::sync::Arc;
 use super::error::{ApiError, require};
 use super::extract::{Json, OptionalJson};
 use super::openapi as doc;
-use super::routes_datasources::{MemberBody, TransferBody, member_principal, transfer_target};
-use super::views::{self, app_acl, ds_acl, find_app, find_ds, find_principal, valid_name};
+use super::sharing::{self, MemberBody, Shared, TransferBody};
+use super::views::{self, app_acl, ds_acl, find_app, find_ds, valid_name};
 use super::{AppState, change_record};
 use crate::identity::Caller;
 use crate::model::*;
@@ -325,22 +325,8 @@ async fn set_member(
     Json(body): Json<MemberBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let app = guard(&caller, &id, AppAction::Share)?;
-    let principal = member_principal(&caller, &principal_id, body.role, true)?;
-    let mut rec = change_record(&caller, "app.share");
-    rec.app_id = Some(app.id.clone());
-    rec.target_id = Some(principal_id);
-    rec.detail = Some(json!({"role": body.role}));
-    let cv = state
-        .apply(
-            &caller.user.company_id,
-            vec![Change::SetMember {
-                object_id: app.id.to_string(),
-                principal,
-                role: body.role,
-            }],
-            vec![rec],
-        )
-        .await?;
+    let cv =
+        sharing::set_member(&state, &caller, Shared::App(app), principal_id, body.role).await?;
     let app = find_app(&cv, &id)?;
     Ok(axum::Json(views::members(&app.members)))
 }
@@ -354,20 +340,7 @@ async fn remove_member(
     Path((id, principal_id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let app = guard(&caller, &id, AppAction::Share)?;
-    let principal = find_principal(&caller.company, &principal_id)?;
-    let mut rec = change_record(&caller, "app.unshare");
-    rec.app_id = Some(app.id.clone());
-    rec.target_id = Some(principal_id);
-    state
-        .apply(
-            &caller.user.company_id,
-            vec![Change::RemoveMember {
-                object_id: app.id.to_string(),
-                principal,
-            }],
-            vec![rec],
-        )
-        .await?;
+    sharing::remove_member(&state, &caller, Shared::App(app), principal_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -468,28 +441,7 @@ async fn transfer(
     Json(body): Json<TransferBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let app = guard(&caller, &id, AppAction::Transfer)?;
-    let to = transfer_target(&caller, &body.user_id)?;
-    let mut new = app.clone();
-    let from = std::mem::replace(&mut new.owner_id, to.clone());
-    new.updated_at = Utc::now();
-    let mut rec = change_record(&caller, "app.transfer");
-    rec.app_id = Some(new.id.clone());
-    rec.target_id = Some(to.to_string());
-    rec.detail = Some(json!({"from": from, "to": to}));
-    let changes = vec![
-        Change::PutApp {
-            app: new,
-            is_new: false,
-        },
-        Change::SetMember {
-            object_id: id.clone(),
-            principal: PrincipalId::User(from),
-            role: ObjectRole::Editor,
-        },
-    ];
-    let cv = state
-        .apply(&caller.user.company_id, changes, vec![rec])
-        .await?;
+    let cv = sharing::transfer(&state, &caller, Shared::App(app), &body.user_id).await?;
     let app = find_app(&cv, &id)?;
     Ok(axum::Json(views::app(&caller, &cv, app)))
 }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use super::error::{ApiError, require};
 use super::extract::Json;
 use super::openapi as doc;
-use super::views::{self, ds_acl, find_ds, find_principal, find_user, principal_in, valid_name};
+use super::sharing::{self, MemberBody, Shared, TransferBody};
+use super::views::{self, ds_acl, find_ds, valid_name};
 use super::{AppState, change_record};
 use crate::identity::Caller;
 use crate::model::*;
@@ -450,42 +451,6 @@ async fn list_members(
     Ok(axum::Json(views::members(&ds.members)))
 }
 
-/// `viewer` or `editor` (ownership moves with `/transfer`).
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct MemberBody {
-    pub role: ObjectRole,
-}
-
-/// Validates a grant: only viewer or editor (ownership moves by transfer), and only to person
-/// users or groups of the company (API users never see datasources).
-pub(super) fn member_principal(
-    caller: &Caller,
-    principal_id: &str,
-    role: ObjectRole,
-    api_users_allowed: bool,
-) -> Result<PrincipalId, ApiError> {
-    if role == ObjectRole::Owner {
-        return Err(ApiError::bad_request(
-            "role must be viewer or editor; ownership moves with /transfer",
-        ));
-    }
-    let p = find_principal(&caller.company, principal_id)?;
-    if let PrincipalId::User(u) = &p
-        && !api_users_allowed
-        && caller
-            .company
-            .users
-            .get(u)
-            .is_some_and(|u| u.kind == UserKind::Api)
-    {
-        return Err(ApiError::bad_request(
-            "API users cannot be given datasources; add them to an app",
-        ));
-    }
-    Ok(p)
-}
-
 #[utoipa::path(put, path = "/v1/datasources/{id}/members/{principal_id}", tag = "datasources",
     request_body = MemberBody,
     params(("id" = String, Path, description = "Datasource id"), ("principal_id" = String, Path, description = "A person user's or a group's id")),
@@ -500,22 +465,14 @@ async fn set_member(
     Json(body): Json<MemberBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let ds = guard(&caller, &id, DatasourceAction::Share)?;
-    let principal = member_principal(&caller, &principal_id, body.role, false)?;
-    let mut rec = change_record(&caller, "datasource.share");
-    rec.datasource_id = Some(ds.id.clone());
-    rec.target_id = Some(principal_id);
-    rec.detail = Some(json!({"role": body.role}));
-    let cv = state
-        .apply(
-            &caller.user.company_id,
-            vec![Change::SetMember {
-                object_id: ds.id.to_string(),
-                principal,
-                role: body.role,
-            }],
-            vec![rec],
-        )
-        .await?;
+    let cv = sharing::set_member(
+        &state,
+        &caller,
+        Shared::Datasource(ds),
+        principal_id,
+        body.role,
+    )
+    .await?;
     let ds = find_ds(&cv, &id)?;
     Ok(axum::Json(views::members(&ds.members)))
 }
@@ -529,39 +486,8 @@ async fn remove_member(
     Path((id, principal_id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let ds = guard(&caller, &id, DatasourceAction::Share)?;
-    let principal = find_principal(&caller.company, &principal_id)?;
-    let mut rec = change_record(&caller, "datasource.unshare");
-    rec.datasource_id = Some(ds.id.clone());
-    rec.target_id = Some(principal_id);
-    state
-        .apply(
-            &caller.user.company_id,
-            vec![Change::RemoveMember {
-                object_id: ds.id.to_string(),
-                principal,
-            }],
-            vec![rec],
-        )
-        .await?;
+    sharing::remove_member(&state, &caller, Shared::Datasource(ds), principal_id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The new owner: a person user with creator role or higher.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TransferBody {
-    pub user_id: String,
-}
-
-/// The new owner: a person of the company with creator role or higher (409 otherwise).
-pub(super) fn transfer_target(caller: &Caller, user_id: &str) -> Result<UserId, ApiError> {
-    let u = find_user(&caller.company, user_id)?;
-    if !permission::can_receive_ownership(u.kind, u.role) {
-        return Err(ApiError::conflict(
-            "ownership can go only to a person user with creator role or higher",
-        ));
-    }
-    Ok(u.id.clone())
 }
 
 #[utoipa::path(post, path = "/v1/datasources/{id}/transfer", tag = "datasources", request_body = TransferBody,
@@ -577,29 +503,7 @@ async fn transfer(
     Json(body): Json<TransferBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let ds = guard(&caller, &id, DatasourceAction::Transfer)?;
-    let to = transfer_target(&caller, &body.user_id)?;
-    let mut new = ds.clone();
-    let from = std::mem::replace(&mut new.owner_id, to.clone());
-    new.updated_at = Utc::now();
-    let mut rec = change_record(&caller, "datasource.transfer");
-    rec.datasource_id = Some(new.id.clone());
-    rec.target_id = Some(to.to_string());
-    rec.detail = Some(json!({"from": from, "to": to}));
-    // The previous owner keeps editor access, so a transfer never locks its giver out by surprise.
-    let changes = vec![
-        Change::PutDatasource {
-            ds: Box::new(new),
-            is_new: false,
-        },
-        Change::SetMember {
-            object_id: id.clone(),
-            principal: PrincipalId::User(from),
-            role: ObjectRole::Editor,
-        },
-    ];
-    let cv = state
-        .apply(&caller.user.company_id, changes, vec![rec])
-        .await?;
+    let cv = sharing::transfer(&state, &caller, Shared::Datasource(ds), &body.user_id).await?;
     let ds = find_ds(&cv, &id)?;
     Ok(axum::Json(views::datasource(&caller, &cv, ds)))
 }
@@ -649,9 +553,4 @@ async fn schema(
         })
         .collect();
     Ok(axum::Json(json!({ "tables": tables })))
-}
-
-#[allow(dead_code)]
-fn _p(c: &Caller) -> permission::Principal<'_> {
-    principal_in(c, &c.company)
 }

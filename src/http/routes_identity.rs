@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::{ApiError, require};
 use super::extract::{Json, OptionalJson};
 use super::openapi as doc;
-use super::views::{self, find_user, principal_in, valid_name};
+use super::views::{self, find_user, valid_name};
 use super::{AppState, change_record};
 use crate::identity::{Caller, mint};
 use crate::model::*;
@@ -607,9 +607,4 @@ async fn remove_group_member(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[allow(dead_code)]
-fn _uses(c: &Caller) -> permission::Principal<'_> {
-    principal_in(c, &c.company)
 }
