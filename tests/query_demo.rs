@@ -205,3 +205,43 @@ async fn the_demo_answers_its_printed_queries_and_refuses_the_printed_refusal() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The README's run command on a machine with no database server: the demo still starts, with
+/// the SQLite datasources only, and its printed queries answer.
+#[tokio::test]
+async fn the_demo_runs_on_sqlite_alone_when_no_database_server_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("demo"))
+        .env("SLUICE_LOG", "warn")
+        .env(
+            "SLUICE_DEMO_PG_URL",
+            "postgres://postgres@127.0.0.1:1/postgres",
+        )
+        .env("SLUICE_DEMO_MYSQL_URL", "mysql://root@127.0.0.1:1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let _demo = Demo { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (_base, audiences, _refused) = read_guide(&rx);
+    let http = reqwest::Client::new();
+    for a in &audiences {
+        assert_eq!(a.datasources.len(), 1, "only SQLite: {a:?}");
+        assert!(a.datasources[0].starts_with("acme-sqlite-"), "{a:?}");
+        let (status, v) = post(&http, &a.curl, &a.curl.body).await;
+        assert_eq!(status, 200, "{}: {v}", a.key);
+        assert!(!v["rows"].as_array().expect("rows").is_empty());
+    }
+}
