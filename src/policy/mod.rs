@@ -28,7 +28,16 @@ pub const RECURSION_LIMIT: usize = 50;
 /// The stack the whole check runs on. Derived recursion over the tree (equality, visiting,
 /// dropping) is not protected by sqlparser's `recursive-protection`; with the nesting caps in
 /// `walk` and `lex` this leaves a wide margin even in debug builds.
-const CHECK_STACK_BYTES: usize = 64 * 1024 * 1024;
+pub const CHECK_STACK_BYTES: usize = 64 * 1024 * 1024;
+/// A check runs on the current stack when at least this much is left, and on a freshly allocated
+/// `CHECK_STACK_BYTES` stack otherwise. Allocating that stack costs more than the check itself (an
+/// mmap and munmap per call), so the server's runtime threads are built with
+/// [`RUNTIME_THREAD_STACK_BYTES`] and never need it.
+const RED_ZONE_BYTES: usize = 48 * 1024 * 1024;
+
+/// Stack size for the threads that run checks (the runtime's workers and blocking pool). Only the
+/// pages a deep statement touches are ever committed.
+pub const RUNTIME_THREAD_STACK_BYTES: usize = CHECK_STACK_BYTES + 2 * 1024 * 1024;
 
 /// The datasource a statement is checked for.
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +108,9 @@ pub fn check(sql: &str, target: &Target, scope: &ScopePolicy) -> Result<Checked,
             max: target.max_sql_bytes,
         });
     }
-    stacker::grow(CHECK_STACK_BYTES, || check_on_big_stack(sql, target, scope))
+    stacker::maybe_grow(RED_ZONE_BYTES, CHECK_STACK_BYTES, || {
+        check_on_big_stack(sql, target, scope)
+    })
 }
 
 fn check_on_big_stack(

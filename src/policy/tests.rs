@@ -1075,6 +1075,30 @@ fn deep_expressions_are_an_error_not_a_crash() {
     assert!(is_parse(&refused(PG, &sql, &read_only())));
 }
 
+/// The server's threads have `RUNTIME_THREAD_STACK_BYTES` and check without growing the stack:
+/// the pathological inputs must be refused cleanly on that path too.
+#[test]
+fn deep_statements_are_refused_on_a_runtime_sized_stack_without_growing_it() {
+    let worker = std::thread::Builder::new()
+        .stack_size(RUNTIME_THREAD_STACK_BYTES)
+        .spawn(|| {
+            assert!(
+                stacker::remaining_stack().is_some_and(|r| r >= RED_ZONE_BYTES),
+                "the direct path is the one under test"
+            );
+            for kind in DatasourceKind::ALL {
+                let sql = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+                assert!(is_parse(&refused(*kind, &sql, &read_only())));
+                let sql = format!("SELECT 1{}", " + 1".repeat(60_000));
+                assert!(is_parse(&refused(*kind, &sql, &read_only())));
+                let sql = format!("SELECT 1{}", " + 1".repeat(walk::MAX_NESTING - 10));
+                accepted(*kind, &sql, &read_only());
+            }
+        })
+        .expect("spawn");
+    assert!(worker.join().is_ok(), "the checks ran without overflowing");
+}
+
 #[test]
 fn long_but_shallow_statements_within_the_caps_are_accepted() {
     let sql = format!("SELECT 1 FROM t WHERE {}", vec!["a = 1"; 400].join(" OR "));
