@@ -99,7 +99,14 @@ pub fn is_catalog(kind: DatasourceKind, t: &TableRef) -> bool {
             t.schema.to_ascii_lowercase().as_str(),
             "information_schema" | "mysql" | "performance_schema" | "sys"
         ),
-        DatasourceKind::Sqlite => t.table.to_ascii_lowercase().starts_with("sqlite_"),
+        DatasourceKind::Sqlite => {
+            // Besides sqlite_*, SQLite answers eponymous virtual tables by name alone, with no
+            // arguments and so no function call for the policy to see: `pragma_*` (the file
+            // path, every table's columns, compile options) and `dbstat` (every table's name
+            // and size). They show denied tables too, so they count as catalog.
+            let table = t.table.to_ascii_lowercase();
+            table.starts_with("sqlite_") || table.starts_with("pragma_") || table == "dbstat"
+        }
     }
 }
 
@@ -232,6 +239,9 @@ mod tests {
             (DatasourceKind::Mysql, t("INFORMATION_SCHEMA", "TABLES")),
             (DatasourceKind::Sqlite, t("main", "sqlite_master")),
             (DatasourceKind::Sqlite, t("temp", "sqlite_temp_schema")),
+            (DatasourceKind::Sqlite, t("main", "pragma_database_list")),
+            (DatasourceKind::Sqlite, t("main", "PRAGMA_TABLE_INFO")),
+            (DatasourceKind::Sqlite, t("temp", "dbstat")),
         ] {
             assert!(
                 check_table(kind, "main", &open, &table).is_err(),
@@ -242,6 +252,11 @@ mod tests {
         let pg = DatasourceKind::Postgres;
         assert!(check_table(pg, "public", &explicit, &t("pg_catalog", "pg_class")).is_ok());
         assert!(check_table(pg, "public", &explicit, &t("pg_catalog", "pg_authid")).is_err());
+        let sq = DatasourceKind::Sqlite;
+        let pragma = scope(Some(&["main.pragma_table_info"]), &[]);
+        assert!(check_table(sq, "main", &pragma, &t("main", "pragma_table_info")).is_ok());
+        // An ordinary table whose name merely contains the word stays an ordinary table.
+        assert!(check_table(sq, "main", &open, &t("main", "my_pragma_notes")).is_ok());
     }
 
     #[test]

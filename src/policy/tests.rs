@@ -1151,3 +1151,35 @@ async fn check_isolated_gives_the_same_answer_as_check() {
     let deep = check_isolated(deep, MY, "shop".into(), 1 << 20, read_only()).await;
     assert!(matches!(deep, Err(PolicyError::Parse(_))));
 }
+
+#[test]
+fn keyword_functions_written_without_parentheses_are_checked_as_functions() {
+    for (kind, sql, name) in [
+        (PG, "SELECT current_role", "current_role"),
+        (PG, "SELECT CURRENT_SCHEMA AS s", "current_schema"),
+        (
+            PG,
+            "SELECT 1 WHERE current_role IS NOT NULL",
+            "current_role",
+        ),
+        (MY, "SELECT CURRENT_USER", "current_user"),
+        (MY, "SELECT current_role", "current_role"),
+        (
+            MY,
+            "SELECT id FROM t WHERE CURRENT_USER <> ''",
+            "current_user",
+        ),
+    ] {
+        refused_naming(kind, sql, &read_only(), is_function, name);
+    }
+    // Quoted, they are columns; a scope may still allow the function.
+    accepted(PG, "SELECT \"current_role\" FROM t", &read_only());
+    accepted(MY, "SELECT `current_user` FROM t", &read_only());
+    let extra = ScopePolicy {
+        extra_functions: vec!["current_user".into()],
+        ..ScopePolicy::default()
+    };
+    accepted(MY, "SELECT CURRENT_USER", &extra);
+    // SQLite has no such functions: the name is a column.
+    accepted(LITE, "SELECT current_role FROM t", &read_only());
+}

@@ -410,6 +410,29 @@ fn statement_keyword(statement: &Statement) -> String {
     }
 }
 
+/// Whether an unquoted name is a function the server calls without parentheses (SQL's niladic
+/// keyword functions) but sqlparser parses as a column in this dialect: `current_role` and
+/// `current_schema` on Postgres (sqlparser only knows `current_user`, `session_user`, `user`
+/// and `current_catalog` there), `current_user` and `current_role` on MySQL/MariaDB, where they
+/// are reserved words and so never columns. They go through the function list like any call;
+/// none of them is on it (identity and server information).
+fn is_bare_keyword_function(kind: DatasourceKind, ident: &sqlparser::ast::Ident) -> bool {
+    if ident.quote_style.is_some() {
+        return false;
+    }
+    let name = ident.value.to_ascii_lowercase();
+    match kind {
+        DatasourceKind::Postgres => {
+            matches!(
+                name.as_str(),
+                "current_role" | "current_schema" | "system_user"
+            )
+        }
+        DatasourceKind::Mysql => matches!(name.as_str(), "current_user" | "current_role"),
+        DatasourceKind::Sqlite => false,
+    }
+}
+
 /// At most 60 characters of `text`, for messages.
 fn shorten(text: &str) -> String {
     match text.char_indices().nth(60) {
@@ -560,6 +583,10 @@ impl Visitor for Walker<'_> {
         self.deeper()?;
         match expr {
             Expr::Function(f) => self.function(&f.name),
+            // The server calls a function here; the parser read a column name.
+            Expr::Identifier(ident) if is_bare_keyword_function(self.kind, ident) => {
+                self.function(&ObjectName::from(vec![ident.clone()]))
+            }
             Expr::BinaryOp { op, .. } => self.binary_operator(op),
             Expr::AnyOp { compare_op, .. } | Expr::AllOp { compare_op, .. } => {
                 self.binary_operator(compare_op)
