@@ -248,3 +248,93 @@ impl Drop for ThrowawayPg {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The sluice binary as a separate process
+
+/// A `sluice serve` process on port 0 with its own data directory, for tests that signal or
+/// kill it. The data directory outlives the process so a restart finds the same store.
+pub struct SluiceProcess {
+    pub child: std::process::Child,
+    pub base: String,
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SluiceProcess {
+    /// Starts `sluice serve --listen 127.0.0.1:0` on `data_dir` with extra `SLUICE_*` variables,
+    /// and reads the bound address from the startup log line.
+    pub fn start(bin: &str, data_dir: &Path, env: &[(&str, &str)]) -> SluiceProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("SLUICE_LOG", "info")
+            .env("SLUICE_ALLOW_NETWORKS", "127.0.0.0/8")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {bin}: {e}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["message"] == "sluice listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().expect("log sink").push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("sluice did not report its listening address");
+        SluiceProcess {
+            child,
+            base: format!("http://{addr}"),
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, …) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every log line so far, joined (for failure messages).
+    pub fn log_text(&self) -> String {
+        self.logs.lock().expect("log sink").join("\n")
+    }
+}
+
+impl Drop for SluiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
