@@ -1,6 +1,7 @@
 //! Builds the application from a configuration and runs it until a shutdown signal: binds the
 //! listener first (so tests can ask for port 0 and learn the real port), then serves.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,8 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests and flushes the audit log.
+    /// Serves until `shutdown` resolves, then drains in-flight requests for at most
+    /// `shutdown_grace_secs` and flushes the audit log.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -81,9 +83,28 @@ impl Application {
         let background = tokio::spawn(background_tasks(state.clone()));
         let app = router(state.clone());
         tracing::info!(addr = %self.listener.local_addr()?, "sluice listening");
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        // The grace period starts when the signal arrives, not when serving starts.
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = signalled_tx.send(());
+        };
+        let grace = state.config.shutdown_grace();
+        let grace_over = async move {
+            match signalled_rx.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                // The signal future was dropped: serving ended on its own.
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(signal);
+        tokio::select! {
+            served = serve.into_future() => served?,
+            () = grace_over => tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "the shutdown grace period ended with requests in flight; dropping them"
+            ),
+        }
         background.abort();
         tracing::info!("draining done; flushing the audit log");
         state.audit.shutdown().await?;

@@ -20,6 +20,9 @@ pub struct Config {
     pub allow_networks: Vec<ipnet::IpNet>,
     /// Directories SQLite datasource files may lie in. Empty: `<data_dir>/sqlite`.
     pub sqlite_roots: Vec<PathBuf>,
+    /// After SIGTERM/SIGINT, how long in-flight requests may still finish; past it they are
+    /// dropped, the audit log is flushed and the process exits, so a stop never hangs.
+    pub shutdown_grace_secs: u64,
     pub limits: Limits,
     pub pools: Pools,
     pub tokens: Tokens,
@@ -111,6 +114,7 @@ impl Default for Config {
             data_dir: PathBuf::from("sluice-data"),
             allow_networks: Vec::new(),
             sqlite_roots: Vec::new(),
+            shutdown_grace_secs: 30,
             limits: Limits::default(),
             pools: Pools::default(),
             tokens: Tokens::default(),
@@ -278,6 +282,10 @@ impl Config {
     pub fn pool_wait(&self) -> Duration {
         Duration::from_millis(self.pools.wait_timeout_ms)
     }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
 }
 
 /// `SLUICE_LISTEN`, `SLUICE_LIMITS__MAX_ROWS`, … (`__` separates sections). A `SLUICE_` variable
@@ -375,6 +383,7 @@ mod tests {
             env(&[
                 ("SLUICE_DATA_DIR", "/from/env"),
                 ("SLUICE_LIMITS__MAX_ROWS", "6"),
+                ("SLUICE_SHUTDOWN_GRACE_SECS", "3"),
                 ("SLUICE_ALLOW_NETWORKS", "127.0.0.0/8, 10.0.0.0/8"),
                 ("SLUICE_MASTER_KEY", "not a config key"),
                 ("SLUICE_TEST_PG_URL", "ignored"),
@@ -390,6 +399,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/from/env"), "env beats file");
         assert_eq!(c.limits.max_rows, 6, "env beats file in a section");
         assert_eq!(c.limits.max_sql_bytes, 7, "file beats default");
+        assert_eq!(c.shutdown_grace(), Duration::from_secs(3));
         assert_eq!(c.allow_networks.len(), 2);
     }
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics: queries by outcome and datasource kind, a latency histogram, pool health
-//! per datasource, and audit writer counters. Pool and audit figures are read at scrape time.
+//! and failures per datasource, and audit writer counters. Pool and audit figures are read at
+//! scrape time.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +14,7 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     registry: Registry,
     queries: Family<Labels, Counter>,
+    datasource_errors: Family<Labels, Counter>,
     latency: Family<Labels, Histogram>,
     pool_size: Family<Labels, Gauge>,
     pool_in_use: Family<Labels, Gauge>,
@@ -40,6 +42,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sluice");
         let queries = Family::<Labels, Counter>::default();
+        let datasource_errors = Family::<Labels, Counter>::default();
         let latency = Family::<Labels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -55,6 +58,12 @@ impl Metrics {
             "queries",
             "Queries answered, by outcome code and datasource kind",
             queries.clone(),
+        );
+        registry.register(
+            "datasource_errors",
+            "Statements a datasource failed (unreachable, pool wait, timeout, database error), \
+             by datasource id and error code",
+            datasource_errors.clone(),
         );
         registry.register(
             "query_duration_seconds",
@@ -100,6 +109,7 @@ impl Metrics {
         Metrics {
             registry,
             queries,
+            datasource_errors,
             latency,
             pool_size,
             pool_in_use,
@@ -123,6 +133,17 @@ impl Metrics {
         self.latency
             .get_or_create(&vec![("kind", kind.to_owned())])
             .observe(seconds);
+    }
+
+    /// Counts one failure of a datasource (`code` is the API error code), so an operator sees
+    /// which datasource is going bad, not only which kind.
+    pub fn datasource_error(&self, datasource: &crate::model::DatasourceId, code: &str) {
+        self.datasource_errors
+            .get_or_create(&vec![
+                ("datasource", datasource.to_string()),
+                ("code", code.to_owned()),
+            ])
+            .inc();
     }
 
     /// The text exposition, with pool and audit figures read now.

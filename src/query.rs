@@ -63,6 +63,27 @@ impl Attempt {
         self.rec.detail = detail.map(|d| json!({ "message": d }));
         self.rec.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
     }
+
+    /// Counts a failure the datasource answered with (not a caller's bad params), per
+    /// datasource, so /metrics shows which one is going bad.
+    fn count_datasource_error(&self, state: &AppState, err: &ApiError) {
+        if err.status != StatusCode::BAD_REQUEST
+            && let Some(ds) = &self.rec.datasource_id
+        {
+            state.metrics.datasource_error(ds, err.code);
+        }
+    }
+}
+
+/// Maps a datasource error, counts it, then records and answers it like any refusal.
+async fn datasource_failed(
+    state: &AppState,
+    attempt: Attempt,
+    e: crate::datasource::ExecError,
+) -> Response {
+    let err = ApiError::from(e);
+    attempt.count_datasource_error(state, &err);
+    refuse(state, attempt, err).await
 }
 
 /// Records the attempt and returns the error to answer with. If the record cannot be committed
@@ -295,7 +316,7 @@ async fn query(
     let outcome = state.registry.execute(&ds.spec, exec).await;
     let execution = match outcome {
         Ok(e) => e,
-        Err(e) => return refuse(&state, attempt, ApiError::from(e)).await,
+        Err(e) => return datasource_failed(&state, attempt, e).await,
     };
     match execution {
         Execution::Affected { rows_affected } => {
@@ -351,7 +372,7 @@ async fn buffered_json(
             }
             Err(e) => {
                 attempt.rec.row_count = Some(n);
-                return refuse(state, attempt, ApiError::from(e)).await;
+                return datasource_failed(state, attempt, e).await;
             }
         }
     }
@@ -436,7 +457,9 @@ fn stream_ndjson(
                     }
                 }
                 Some(Err(e)) => {
-                    failure = Some(ApiError::from(e));
+                    let err = ApiError::from(e);
+                    attempt.count_datasource_error(&state, &err);
+                    failure = Some(err);
                     break;
                 }
                 None => break,

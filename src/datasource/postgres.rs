@@ -816,12 +816,24 @@ fn map_error(e: tokio_postgres::Error, password: &Secret, timeout: Duration) -> 
         if code == "57014" || code == "25P03" {
             return ExecError::Timeout(timeout);
         }
+        // The server going away (shutdown, crash, restart, too many connections) is the
+        // datasource being unavailable, not the statement failing: clients should retry.
+        if server_went_away(code) {
+            return ExecError::Unavailable(scrub(db.message(), &secrets));
+        }
         return ExecError::QueryFailed {
             message: scrub(db.message(), &secrets),
             sqlstate: Some(code.to_owned()),
         };
     }
     ExecError::Unavailable(scrub(&e.to_string(), &secrets))
+}
+
+/// SQLSTATEs that say the server, not the statement, is the problem: class 08 (connection
+/// exception), 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now) and 53300
+/// (too many connections).
+fn server_went_away(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// Errors from Bind: a value the server's input function refused (the error context names the
@@ -848,6 +860,16 @@ fn param_position(context: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_going_away_is_unavailable_and_a_statement_error_is_not() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08001", "53300"] {
+            assert!(server_went_away(code), "{code}");
+        }
+        for code in ["42501", "42P01", "22012", "57014", "25006"] {
+            assert!(!server_went_away(code), "{code}");
+        }
+    }
 
     #[test]
     fn timeouts_are_whole_positive_milliseconds() {

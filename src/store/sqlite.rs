@@ -69,8 +69,26 @@ fn migrations() -> Migrations<'static> {
 
 pub(super) struct Backend {
     conn: Connection,
+    /// Where the store file lies, and which file (device, inode) the connection opened there:
+    /// an open connection keeps answering after its file was deleted or replaced, so readiness
+    /// compares the two.
+    path: std::path::PathBuf,
+    identity: Option<(u64, u64)>,
     /// The `meta.version` this process last saw or wrote.
     seen_version: i64,
+}
+
+/// Device and inode of the file at `path`, `None` when there is none.
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Elsewhere only presence is checked.
+#[cfg(not(unix))]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
 fn ts(t: &DateTime<Utc>) -> String {
@@ -114,7 +132,12 @@ impl Backend {
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
         let seen_version = Self::version(&conn)?;
-        Ok(Backend { conn, seen_version })
+        Ok(Backend {
+            conn,
+            path: path.to_owned(),
+            identity: file_identity(path),
+            seen_version,
+        })
     }
 
     pub(super) fn conn(&self) -> &Connection {
@@ -129,7 +152,15 @@ impl Backend {
         )
     }
 
+    /// The store answers a query on its connection, and its file is still the one the
+    /// connection opened (writes to a deleted or replaced file would be lost at the next start).
     pub(super) fn ping(&self) -> Result<(), StoreError> {
+        if file_identity(&self.path) != self.identity {
+            return Err(StoreError::Unavailable(format!(
+                "the store file {} was removed or replaced while open",
+                self.path.display()
+            )));
+        }
         Self::version(&self.conn).map(|_| ())
     }
 
