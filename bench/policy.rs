@@ -1,9 +1,11 @@
 //! Policy cost: parse → check → render → re-parse (`sluice::policy::check`) per statement, on a
 //! primary-key lookup, a 60-line analytic query, and a query touching 200 tables.
+//! Also the same statements answered from the policy decision cache, as the query route asks.
 //! Run: `cargo bench --bench policy`.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use sluice::model::{DatasourceKind, ScopePolicy};
+use sluice::policy::cache::PolicyCache;
 use sluice::policy::{Target, check};
 use std::hint::black_box;
 
@@ -102,7 +104,43 @@ fn bench(c: &mut Criterion) {
             b.iter(|| check(black_box(sql), &target, &scope))
         });
     }
+    // The query route asks through the decision cache: a statement seen before costs a hash and a
+    // lock, not a parse.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let cache = PolicyCache::new(10_000, 64 << 20);
+    for (name, sql) in [("pk_lookup", PK_LOOKUP), ("analytic_60_lines", ANALYTIC)] {
+        let ask = || {
+            cache.check(
+                sql.to_owned(),
+                DatasourceKind::Postgres,
+                "public".to_owned(),
+                1 << 20,
+                scope.clone(),
+            )
+        };
+        rt.block_on(ask()).expect("allowed");
+        c.bench_function(&format!("policy/{name}_cached"), |b| {
+            b.iter(|| rt.block_on(ask()))
+        });
+    }
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// The server checks statements on runtime threads with `RUNTIME_THREAD_STACK_BYTES` of stack
+/// (see `src/main.rs`); measure on such a thread, or the figures would include allocating a fresh
+/// stack per check, which the server never does.
+fn main() {
+    let runner = std::thread::Builder::new()
+        .stack_size(sluice::policy::RUNTIME_THREAD_STACK_BYTES)
+        .spawn(|| {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        })
+        .expect("spawn the benchmark thread");
+    if runner.join().is_err() {
+        std::process::exit(1);
+    }
+}

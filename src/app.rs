@@ -58,6 +58,10 @@ impl Application {
             config.limits.max_concurrent_per_token,
             config.limits.max_concurrent_per_app,
         );
+        let policy_cache = crate::policy::cache::PolicyCache::new(
+            config.limits.policy_cache_entries,
+            config.limits.policy_cache_bytes,
+        );
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
@@ -65,6 +69,7 @@ impl Application {
             registry,
             metrics: Arc::new(Metrics::new()),
             limits,
+            policy_cache,
         });
         Ok(Application { listener, state })
     }

@@ -43,6 +43,10 @@ pub struct Limits {
     pub max_timeout_ms: u64,
     /// Upper bound on the encoded bytes of one query result.
     pub max_result_bytes: u64,
+    /// Policy decisions remembered for repeated statements (0 turns the cache off).
+    pub policy_cache_entries: usize,
+    /// Bytes of SQL the policy cache may hold.
+    pub policy_cache_bytes: usize,
     /// Queries running at once across the whole gateway.
     pub max_concurrent_queries: usize,
     /// Queries running at once for one token (429 above).
@@ -132,6 +136,8 @@ impl Default for Limits {
             max_rows: 1_000_000,
             max_timeout_ms: 300_000,
             max_result_bytes: 512 * 1024 * 1024,
+            policy_cache_entries: 10_000,
+            policy_cache_bytes: 64 * 1024 * 1024,
             max_concurrent_queries: 512,
             max_concurrent_per_token: 32,
             max_concurrent_per_app: 64,

@@ -145,7 +145,7 @@ str_enum!(
 );
 
 /// The scope policy of a datasource ("configure scope"), as stored and as the SQL policy reads it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopePolicy {
     #[serde(default = "default_access")]

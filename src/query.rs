@@ -29,7 +29,7 @@ use crate::http::{AppState, RequestId};
 use crate::identity::Caller;
 use crate::model::*;
 use crate::permission::{self, Decision};
-use crate::policy::{self, PolicyError, StatementClass};
+use crate::policy::{PolicyError, StatementClass};
 use crate::store::{App, Datasource};
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -274,14 +274,16 @@ async fn query(
             return refuse(&state, attempt, ApiError::too_many(msg, 1)).await;
         }
     };
-    let checked = match policy::check_isolated(
-        body.sql.clone(),
-        ds.kind,
-        ds.default_schema().to_owned(),
-        state.config.limits.max_sql_bytes,
-        ds.policy.clone(),
-    )
-    .await
+    let checked = match state
+        .policy_cache
+        .check(
+            body.sql.clone(),
+            ds.kind,
+            ds.default_schema().to_owned(),
+            state.config.limits.max_sql_bytes,
+            ds.policy.clone(),
+        )
+        .await
     {
         Ok(c) => c,
         Err(e) => return refuse(&state, attempt, policy_error(e)).await,
@@ -305,7 +307,7 @@ async fn query(
         .timeout_ms
         .map_or(ds.policy.timeout_ms, |t| t.clamp(1, ds.policy.timeout_ms));
     let exec = Execute {
-        sql: checked.sql,
+        sql: checked.sql.clone(),
         params: body.params,
         is_query: checked.class == StatementClass::Query,
         read_only: ds.policy.access == Access::ReadOnly,

@@ -72,3 +72,38 @@ async fn the_schema_lists_only_allowed_tables_and_check_reports_the_server() {
     );
     gw.stop().await;
 }
+
+/// Policy decisions are cached per statement text; editing the policy must still take effect on
+/// the very next query.
+#[tokio::test]
+async fn a_policy_edit_applies_at_once_to_a_statement_already_answered() {
+    let gw = Gateway::start().await;
+    let owner = gw.owner.clone();
+    gw.set_integration(&owner, "sqlite", true).await;
+    let path = sqlite_acme(&gw, "acme.sqlite");
+    let ds = gw
+        .datasource(&owner, sqlite_datasource("acme", &path, json!({})))
+        .await;
+    let app = gw.app(&owner, "dash", &[&ds]).await;
+    let body = json!({"sql": "SELECT count(*) FROM invoices"});
+    gw.rows(&owner, &app, body.clone()).await;
+    gw.rows(&owner, &app, body.clone()).await;
+    gw.ok(
+        &owner,
+        "PATCH",
+        &format!("/v1/datasources/{ds}"),
+        Some(json!({"policy": {"denied_tables": ["main.invoices"]}})),
+    )
+    .await;
+    let code = gw.refused(&owner, &app, body.clone(), 403).await;
+    assert_eq!(code, "table_not_allowed");
+    gw.ok(
+        &owner,
+        "PATCH",
+        &format!("/v1/datasources/{ds}"),
+        Some(json!({"policy": {}})),
+    )
+    .await;
+    gw.rows(&owner, &app, body).await;
+    gw.stop().await;
+}

@@ -36,6 +36,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub limits: crate::limits::Limiters,
+    pub policy_cache: crate::policy::cache::PolicyCache,
 }
 
 impl AppState {

@@ -7,6 +7,7 @@
 //! tables, functions, operators and placeholders (`walk`); and rendering the checked tree back
 //! to text, which must parse again to the same tree (`render`). See docs/sql-policy.md.
 
+pub mod cache;
 mod functions;
 mod lex;
 mod names;
