@@ -1068,3 +1068,46 @@ async fn an_admin_cannot_revoke_an_owners_token_but_another_owner_can() {
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(app.get(&owner, "/v1/me").await.status, 401);
 }
+
+/// A refusal sent before the body was read (here: 401) cannot keep the connection alive; the
+/// answer says so, instead of the connection being dropped under the client's next request.
+/// Answers that read their body keep the connection.
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_announces_connection_close() {
+    let app = spawn_app().await;
+    let url = format!("{}/v1/apps", app.base);
+    let res = app
+        .client
+        .post(&url)
+        .bearer_auth("slc.tok_unknown.secret")
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    // No body: nothing left unread, keep-alive stays.
+    let res = app
+        .client
+        .get(&url)
+        .bearer_auth("slc.tok_unknown.secret")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get("connection").is_none());
+    // A body the handler read: keep-alive stays, even on a refusal.
+    let res = app
+        .client
+        .post(&url)
+        .bearer_auth(app.owner())
+        .json(&serde_json::json!({"name": "x", "unknown_field": 1}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get("connection").is_none());
+}

@@ -1,6 +1,7 @@
 //! HTTP: the router, shared state and middleware (request ids, body limits, timeouts, panics).
 //! Handlers live in one file per resource; only this layer picks status codes.
 
+mod body_guard;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -130,6 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 }),
         )
         .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn(body_guard::close_if_body_unread))
 }
 
 /// The request's id, in the request's extensions for handlers (answers and audit records).
