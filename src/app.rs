@@ -1,7 +1,6 @@
 //! Builds the application from a configuration and runs it until a shutdown signal: binds the
 //! listener first (so tests can ask for port 0 and learn the real port), then serves.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,9 +101,10 @@ impl Application {
                 Err(_) => std::future::pending::<()>().await,
             }
         };
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(signal);
+        let header_timeout = Duration::from_millis(state.config.limits.header_read_timeout_ms);
+        let serve = serve_connections(self.listener, app, header_timeout, signal);
         tokio::select! {
-            served = serve.into_future() => served?,
+            () = serve => {},
             () = grace_over => tracing::warn!(
                 grace_secs = grace.as_secs(),
                 "the shutdown grace period ended with requests in flight; dropping them"
@@ -116,6 +116,55 @@ impl Application {
         tracing::info!("sluice stopped");
         Ok(())
     }
+}
+
+/// Accepts connections until `signal` resolves, then waits for the open ones to finish. Each
+/// connection gets `header_timeout` to send its request headers (slow-header clients cannot hold
+/// connections open), and speaks HTTP/1.1 or HTTP/2 as the client asks.
+async fn serve_connections(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    signal: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut signal => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Picks up store changes made by other processes (the CLI) and closes idle pools.

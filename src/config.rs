@@ -43,6 +43,8 @@ pub struct Limits {
     pub max_timeout_ms: u64,
     /// Upper bound on the encoded bytes of one query result.
     pub max_result_bytes: u64,
+    /// Time a client has to send its request headers (then the connection is closed).
+    pub header_read_timeout_ms: u64,
     /// Policy decisions remembered for repeated statements (0 turns the cache off).
     pub policy_cache_entries: usize,
     /// Bytes of SQL the policy cache may hold.
@@ -136,6 +138,7 @@ impl Default for Limits {
             max_rows: 1_000_000,
             max_timeout_ms: 300_000,
             max_result_bytes: 512 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
             policy_cache_entries: 10_000,
             policy_cache_bytes: 64 * 1024 * 1024,
             max_concurrent_queries: 512,
@@ -243,6 +246,10 @@ impl Config {
             ("limits.max_rows", self.limits.max_rows),
             ("limits.max_timeout_ms", self.limits.max_timeout_ms),
             ("limits.max_result_bytes", self.limits.max_result_bytes),
+            (
+                "limits.header_read_timeout_ms",
+                self.limits.header_read_timeout_ms,
+            ),
             (
                 "limits.max_concurrent_queries",
                 self.limits.max_concurrent_queries as u64,

@@ -83,7 +83,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             request_timeout,
         ))
         .merge(crate::query::routes());
-    Router::new()
+    let app = Router::new()
         .merge(ops::routes())
         .merge(api)
         .fallback(|| async {
@@ -100,8 +100,15 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "this route does not take that method",
             )
         })
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state);
+    with_middleware(app, max_body)
+}
+
+/// The middleware every answer passes through, outermost last: body-read tracking, request ids,
+/// the request span, the panic catcher and the body limit. Public so tests can put a handler
+/// under exactly this stack.
+pub fn with_middleware(app: Router, max_body: usize) -> Router {
+    app.layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 tracing::error!("a handler panicked");
