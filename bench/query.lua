@@ -7,6 +7,7 @@
 --   BENCH_TOKEN      bearer token
 --   BENCH_SQL_JSON   the statement as a JSON string literal (quotes included)
 --   BENCH_PARAM_MIN, BENCH_PARAM_MAX   the parameter is drawn from this range
+--   BENCH_METHOD     GET sends no body (default POST)
 
 local path = os.getenv("BENCH_PATH")
 local sql_json = os.getenv("BENCH_SQL_JSON")
@@ -29,7 +30,12 @@ function init(args)
   math.randomseed(os.time() * 1000 + (seed or 0))
 end
 
+local method = os.getenv("BENCH_METHOD") or "POST"
+
 function request()
+  if method == "GET" then
+    return wrk.format("GET", path, headers)
+  end
   local body = '{"sql":' .. sql_json .. ',"params":[' .. math.random(lo, hi) .. ']}'
   return wrk.format("POST", path, headers, body)
 end

@@ -306,16 +306,18 @@ class Gateway:
 # Load generators
 
 
-def wrk(gw, app, sql, lo, hi, clients, secs):
-    """One wrk run against the query route; returns wrk's figures and the gateway's CPU time."""
-    env = {**os.environ, "BENCH_PATH": f"/v1/apps/{app}/query", "BENCH_TOKEN": gw.token,
+def wrk(gw, app, sql, lo, hi, clients, secs, token=None, method="POST", path=None):
+    """One wrk run against the query route (or `path`); returns wrk's figures and the gateway's
+    CPU time per request."""
+    path = path or f"/v1/apps/{app}/query"
+    env = {**os.environ, "BENCH_PATH": path, "BENCH_TOKEN": token or gw.token,
            "BENCH_SQL_JSON": json.dumps(sql), "BENCH_PARAM_MIN": str(lo),
-           "BENCH_PARAM_MAX": str(hi)}
+           "BENCH_PARAM_MAX": str(hi), "BENCH_METHOD": method}
     threads = min(clients, 2)
     cpu0 = proc_cpu_secs(gw.pid)
     r = sh(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{secs}s", "--timeout", "10s",
             "-s", os.path.join(ROOT, "bench/query.lua"),
-            f"http://127.0.0.1:{gw.port}/v1/apps/{app}/query"], env=env)
+            f"http://127.0.0.1:{gw.port}{path}"], env=env)
     cpu1 = proc_cpu_secs(gw.pid)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if r.returncode != 0 or line is None:
@@ -410,6 +412,7 @@ def section_overhead(results):
                         f"{row['ratio']:.2f} | +p50 {row['p50_added_ms']:.3f} ms | "
                         f"cpu {g['cpu_us']:.0f} us/req (direct client {d['cpu_us'] or 0:.0f})")
         results["overhead"] = rows
+        results["layers"] = layers(gw, apps["postgres"])
     finally:
         gw.stop()
     log("== pgbench -S (reference)")
@@ -427,6 +430,39 @@ def section_overhead(results):
             f"{ref[c]['latency_avg_ms']:.3f} ms")
     psql(f"DROP DATABASE IF EXISTS {PGBENCH_DB}")
     results["pgbench"] = ref
+
+
+def layers(gw, app):
+    """Where the CPU goes: the same gateway answering requests that stop at successive layers."""
+    c = max(CLIENTS)
+    log(f"== layers: gateway CPU per request at {c} clients, by how far a request gets")
+    sql, lo, hi = QUERIES["postgres"]["pk"]
+    steps = [
+        ("healthz", "`GET /healthz`: HTTP only", {"method": "GET", "path": "/healthz"}, 200),
+        # (An unknown token would measure reconnects: a 401 that leaves the body unread closes
+        # the connection.)
+        ("get_app", "`GET /v1/apps/{id}`: + token check, snapshot read, JSON (200)",
+         {"method": "GET", "path": f"/v1/apps/{app}"}, 200),
+        ("refused", "`SELEC 1`: + app, permission, limits, policy, audit record (400)",
+         {"sql": "SELEC 1"}, 400),
+        ("pk", "PostgreSQL PK lookup: + pool, database round trips, encoding (200)", {}, 200),
+    ]
+    out = []
+    for key, label, kw, status in steps:
+        wait_db_quiet("postgres")
+        args = (gw, app, kw.get("sql", sql), lo, hi, c)
+        extra = {k: v for k, v in kw.items() if k != "sql"}
+        if WARMUP:
+            wrk(*args, WARMUP, **extra)
+        r = wrk(*args, SECS, **extra)
+        non_ok = r["errors"]["status"]
+        transport = r["failed"] - non_ok
+        if transport or (status == 200 and non_ok) or (status != 200 and non_ok < r["requests"]):
+            raise RuntimeError(f"layer {key}: {r['errors']} of {r['requests']}")
+        gw.wait_pools_closed()
+        out.append({"key": key, "label": label, "status": status, **r})
+        log(f"  {key:14} {r['rps']:8.0f} rps p50 {r['p50_ms']:.3f} ms cpu {r['cpu_us']:.0f} us/req")
+    return {"clients": c, "steps": out}
 
 
 def section_audit(results):
@@ -736,6 +772,17 @@ def markdown(results):
                      "pgbench_accounts table): " + ", ".join(
                          f"{c} client{'s' if int(c) > 1 else ''} {v['rps']:,.0f} tps "
                          f"(avg {v['latency_avg_ms']:.3f} ms)" for c, v in ref.items()) + ".")
+        L.append("")
+
+    if "layers" in results:
+        lay = results["layers"]
+        L.append("### Where the gateway's CPU goes\n")
+        L.append(f"The same gateway, {lay['clients']} clients, requests that stop at successive "
+                 "layers (each line includes the ones above it).\n")
+        L.append("| request | rps | p50 ms | gateway CPU/req |\n|---|---|---|---|")
+        for r in lay["steps"]:
+            L.append(f"| {r['label']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | "
+                     f"{r['cpu_us']:.0f} µs |")
         L.append("")
 
     if "audit" in results:

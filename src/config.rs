@@ -91,7 +91,8 @@ pub struct Audit {
     pub wait_for_commit: bool,
     /// Records committed in one transaction at most.
     pub max_batch: usize,
-    /// How long the writer waits to fill a batch.
+    /// How long the writer waits to fill a batch. 0 (default): a batch is what queued while the
+    /// previous commit ran; a wait would only add its length to every lone query's answer.
     pub max_delay_ms: u64,
     /// Records queued at most before `record` waits (backpressure, never dropping).
     pub queue_capacity: usize,
@@ -175,7 +176,7 @@ impl Default for Audit {
         Audit {
             wait_for_commit: true,
             max_batch: 512,
-            max_delay_ms: 2,
+            max_delay_ms: 0,
             queue_capacity: 65_536,
         }
     }
