@@ -1,0 +1,1 @@
+ASELECT count(*) FROM orders

@@ -1,0 +1,1 @@
+ASELECT 1 <=> NULL AS a, 7 DIV 2 AS b, 5 XOR 1 AS c

@@ -1,0 +1,1 @@
+ASELECT MAX(total) - MIN(total) AS spread, AVG(discount_pct) FROM orders

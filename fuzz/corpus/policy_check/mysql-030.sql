@@ -1,0 +1,1 @@
+AWITH x AS (SELECT 1 AS a) UPDATE orders SET total = 0 WHERE id IN (SELECT a FROM x)

@@ -1,0 +1,1 @@
+ASELECT 1 UNION SELECT 2 INTO OUTFILE '/tmp/sluice_adv_out4.txt' 

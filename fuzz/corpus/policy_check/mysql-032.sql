@@ -1,0 +1,1 @@
+ALOCK TABLES orders WRITE

@@ -1,0 +1,1 @@
+ASELECT status, COUNT(*) FROM orders GROUP BY status HAVING SLEEP(0) = 0

@@ -1,0 +1,1 @@
+ASET SESSION max_execution_time = 0

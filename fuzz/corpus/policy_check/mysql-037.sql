@@ -1,0 +1,1 @@
+AINSTALL SONAME 'ha_connect' 

@@ -1,0 +1,2 @@
+ASELECT 1 AS x -- c
+, 2 AS y

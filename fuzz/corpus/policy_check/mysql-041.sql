@@ -1,0 +1,1 @@
+ISELECT * FROM invoices

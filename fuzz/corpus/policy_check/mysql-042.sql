@@ -1,0 +1,1 @@
+ASELECT * FROM a.b.c

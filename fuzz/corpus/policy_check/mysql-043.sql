@@ -1,0 +1,1 @@
+ASELECT SLEEP(5)

@@ -1,0 +1,1 @@
+AINSERT INTO bump_log (bumped_by) VALUES ('x')

@@ -1,0 +1,1 @@
+ASELECT acme_bump()

@@ -1,0 +1,1 @@
+ASELECT /*+ MAX_EXECUTION_TIME(0) */ COUNT(*) FROM orders

@@ -1,0 +1,1 @@
+ASELECT * FROM information_schema.tables

@@ -1,0 +1,1 @@
+ASELECT 'a\\b' AS s

@@ -1,0 +1,1 @@
+ASELECT 'it''s' AS s

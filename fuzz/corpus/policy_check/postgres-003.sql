@@ -1,0 +1,1 @@
+@SELECT count(*) FROM products WHERE to_tsvector('english', name) @@ to_tsquery('english', 'drill')

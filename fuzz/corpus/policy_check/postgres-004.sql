@@ -1,0 +1,1 @@
+@DeLeTe FrOm bump_log

@@ -1,0 +1,1 @@
+@select * from orders for key share nowait

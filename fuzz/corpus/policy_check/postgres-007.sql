@@ -1,0 +1,1 @@
+@SELECT nextval('bump_log_id_seq')

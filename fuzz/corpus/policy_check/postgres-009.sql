@@ -1,0 +1,1 @@
+@SELECT sum(total) OVER (ORDER BY pg_sleep(0)::text) FROM orders

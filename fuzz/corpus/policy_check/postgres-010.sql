@@ -1,0 +1,1 @@
+@CALL acme_proc()

@@ -1,0 +1,1 @@
+HSELECT * FROM "invoices"

@@ -1,0 +1,1 @@
+PWITH a AS (SELECT * FROM b), b AS (SELECT 1 AS id) SELECT * FROM a

@@ -1,0 +1,1 @@
+@SELECT count(*) FROM order_items a, order_items b

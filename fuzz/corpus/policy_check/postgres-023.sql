@@ -1,0 +1,1 @@
+@SELECT /*+ SeqScan(orders) */ count(*) FROM orders

@@ -1,0 +1,1 @@
+@SELECT U&"\0070g_sleep"(1)

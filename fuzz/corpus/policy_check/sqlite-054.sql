@@ -1,0 +1,1 @@
+BSELECT count(*) FROM orders

@@ -1,0 +1,1 @@
+BINSERT INTO bump_log (bumped_by) VALUES ('x')

@@ -1,0 +1,1 @@
+FWITH x AS (SELECT 'a' AS b) INSERT INTO bump_log (bumped_by) SELECT b FROM x

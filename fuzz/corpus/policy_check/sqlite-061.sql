@@ -1,0 +1,1 @@
+BSELECT * FROM main.pragma_function_list

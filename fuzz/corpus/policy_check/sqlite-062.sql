@@ -1,0 +1,1 @@
+BSELECT * FROM temp.sqlite_temp_master

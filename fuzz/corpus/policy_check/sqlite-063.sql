@@ -1,0 +1,1 @@
+BSELECT load_extension('/tmp/sluice_adv_ext')

@@ -1,0 +1,1 @@
+BWITH s AS (SELECT load_extension('x') AS z) SELECT * FROM s

@@ -1,0 +1,1 @@
+JSELECT * FROM [Invoices]

@@ -1,0 +1,1 @@
+BSELECT X'41' AS a

@@ -1,0 +1,1 @@
+BSELECT * FROM dbstat_notes

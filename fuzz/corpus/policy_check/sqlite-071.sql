@@ -1,0 +1,1 @@
+BSELECT * INTO stolen FROM customers

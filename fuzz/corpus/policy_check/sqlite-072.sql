@@ -1,0 +1,1 @@
+BSELECT * FROM orders FOR UPDATE

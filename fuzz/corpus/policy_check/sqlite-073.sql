@@ -1,0 +1,1 @@
+BSELECT acme_bump()

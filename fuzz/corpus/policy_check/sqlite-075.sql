@@ -1,0 +1,1 @@
+BSELECT /*+ anything */ 1

@@ -1,0 +1,1 @@
+@SELECT x.* FROM orders o, LATERAL jsonb_array_elements(o.items) AS x

@@ -1,0 +1,1 @@
+@/* leading */ SELECT /* inside */ 1 -- trailing comment

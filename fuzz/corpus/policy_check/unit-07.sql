@@ -1,0 +1,1 @@
+HSELECT * FROM t LEFT JOIN (u JOIN sales_reps ON true) ON true

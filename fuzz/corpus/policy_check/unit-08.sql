@@ -1,0 +1,1 @@
+HSELECT * FROM generate_series(1, (SELECT count(*) FROM "sales_reps")::int)

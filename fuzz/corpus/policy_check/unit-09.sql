@@ -1,0 +1,1 @@
+LINSERT INTO t (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET a = (SELECT a FROM sales_reps)

@@ -1,0 +1,1 @@
+DUPDATE t SET a = 1 FROM u WHERE u.id = t.id RETURNING t.a

@@ -1,0 +1,1 @@
+PSELECT * FROM orders JOIN Sales.Items ON true

@@ -1,0 +1,1 @@
+ASELECT 'it''s', 'a\'b', '/*! not a comment */', "/*+ nor a hint */" # comment

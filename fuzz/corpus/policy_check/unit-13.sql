@@ -1,0 +1,1 @@
+ASELECT GROUP_CONCAT(name ORDER BY name SEPARATOR ', ') FROM customers WHERE id IN (?, ?)

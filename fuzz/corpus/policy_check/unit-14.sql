@@ -1,0 +1,1 @@
+ASELECT * FROM JSON_TABLE('[1,2]', '$[*]' COLUMNS (x INT PATH '$')) AS jt

@@ -1,0 +1,1 @@
+YSELECT * FROM `shop`.`Orders`, sales.x WHERE a = ?

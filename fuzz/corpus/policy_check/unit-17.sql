@@ -1,0 +1,1 @@
+BSELECT [id], "name", `city`, iif(a, 1, 2), coalesce(b, 0) FROM customers

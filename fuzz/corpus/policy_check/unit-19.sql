@@ -1,0 +1,1 @@
+BSELECT j.value FROM events, json_each(events.doc) AS j WHERE j.key = ?

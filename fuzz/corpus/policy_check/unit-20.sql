@@ -1,0 +1,1 @@
+^INSERT INTO ORDERS SELECT * FROM main.Customers
