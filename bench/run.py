@@ -141,6 +141,25 @@ class RssSampler:
         return self.max_kib
 
 
+def db_cpu_secs(kind):
+    """CPU time of the database server so far: every postgres process (backends included),
+    or the one mariadbd. Backends that exit between two samples drop out, so sample while the
+    measured connections are open."""
+    names = ("postgres",) if kind == "postgres" else ("mariadbd", "mysqld")
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() not in names:
+                    continue
+            total += proc_cpu_secs(pid)
+        except OSError:
+            continue
+    return total
+
+
 def fuzzer_running():
     for pattern in ("fuzz_targets", "cargo fuzz", "cargo-fuzz"):
         r = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
@@ -306,7 +325,7 @@ class Gateway:
 # Load generators
 
 
-def wrk(gw, app, sql, lo, hi, clients, secs, token=None, method="POST", path=None):
+def wrk(gw, app, sql, lo, hi, clients, secs, token=None, method="POST", path=None, kind=None):
     """One wrk run against the query route (or `path`); returns wrk's figures and the gateway's
     CPU time per request."""
     path = path or f"/v1/apps/{app}/query"
@@ -314,11 +333,13 @@ def wrk(gw, app, sql, lo, hi, clients, secs, token=None, method="POST", path=Non
            "BENCH_SQL_JSON": json.dumps(sql), "BENCH_PARAM_MIN": str(lo),
            "BENCH_PARAM_MAX": str(hi), "BENCH_METHOD": method}
     threads = min(clients, 2)
+    db0 = db_cpu_secs(kind) if kind else None
     cpu0 = proc_cpu_secs(gw.pid)
     r = sh(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{secs}s", "--timeout", "10s",
             "-s", os.path.join(ROOT, "bench/query.lua"),
             f"http://127.0.0.1:{gw.port}{path}"], env=env)
     cpu1 = proc_cpu_secs(gw.pid)
+    db1 = db_cpu_secs(kind) if kind else None
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if r.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed: {r.stdout}\n{r.stderr}")
@@ -328,6 +349,7 @@ def wrk(gw, app, sql, lo, hi, clients, secs, token=None, method="POST", path=Non
     res["p50_ms"] = res["p50_us"] / 1000
     res["p99_ms"] = res["p99_us"] / 1000
     res["cpu_us"] = (cpu1 - cpu0) * 1e6 / n if n else None
+    res["db_cpu_us"] = (db1 - db0) * 1e6 / n if n and kind else None
     res["failed"] = sum(res["errors"].values())
     return res
 
@@ -336,7 +358,7 @@ def gateway_run(gw, app, kind, query, clients):
     sql, lo, hi = QUERIES[kind][query]
     if WARMUP:
         wrk(gw, app, sql, lo, hi, clients, WARMUP)
-    return wrk(gw, app, sql, lo, hi, clients, SECS)
+    return wrk(gw, app, sql, lo, hi, clients, SECS, kind=kind)
 
 
 def direct_url(kind):
@@ -347,18 +369,33 @@ def direct_url(kind):
     return f"mysql://{ANALYST}:{ANALYST_PW}@{host}:{admin.port or 3306}/{DATABASE}"
 
 
-def direct(*args):
-    r = sh([DIRECT, *args])
+def direct(*args, kind=None):
+    """Runs the baseline binary; with `kind`, also samples the database's CPU over the
+    baseline's measured window (it starts WARMUP s after launch and lasts SECS s)."""
+    proc = subprocess.Popen([DIRECT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    db = None
+    if kind:
+        time.sleep(WARMUP + 0.1)
+        db0 = db_cpu_secs(kind)
+        time.sleep(SECS - 0.2)
+        db = db_cpu_secs(kind) - db0
+    out, err = proc.communicate()
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     if r.returncode != 0:
         raise RuntimeError(f"direct {args[0]} failed: {r.stderr.strip()}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    if db is not None and res.get("requests"):
+        # The window sampled is 0.2 s shorter than the measured one.
+        res["db_cpu_us"] = db * 1e6 / (res["rps"] * (SECS - 0.2))
+    return res
 
 
 def direct_run(kind, query, clients):
     sql, lo, hi = QUERIES[kind][query]
     res = direct("run", "--kind", kind, "--url", direct_url(kind), "--sql", sql,
                  "--param-min", str(lo), "--param-max", str(hi), "--clients", str(clients),
-                 "--secs", str(SECS), "--warmup", str(WARMUP))
+                 "--secs", str(SECS), "--warmup", str(WARMUP), kind=kind)
     if res["errors"]:
         raise RuntimeError(f"direct {kind} {query} x{clients}: {res['first_error']}")
     return res
@@ -410,7 +447,8 @@ def section_overhead(results):
                         f"p50 {d['p50_ms']:.3f} p99 {d['p99_ms']:.3f} | gateway {g['rps']:8.0f} "
                         f"rps p50 {g['p50_ms']:.3f} p99 {g['p99_ms']:.3f} | ratio "
                         f"{row['ratio']:.2f} | +p50 {row['p50_added_ms']:.3f} ms | "
-                        f"cpu {g['cpu_us']:.0f} us/req (direct client {d['cpu_us'] or 0:.0f})")
+                        f"cpu {g['cpu_us']:.0f} us/req (direct client {d['cpu_us'] or 0:.0f}) | "
+                        f"db cpu {g['db_cpu_us'] or 0:.0f} (direct {d.get('db_cpu_us') or 0:.0f})")
         results["overhead"] = rows
         results["layers"] = layers(gw, apps["postgres"])
     finally:
@@ -754,18 +792,20 @@ def markdown(results):
                  "`/v1/apps/{id}/query` (policy decision cache warm after the warm-up, default "
                  "`audit.wait_for_commit=true`). Throughput in requests/s; latencies in ms; CPU is "
                  "the gateway process's utime+stime over the measured run ÷ requests (in brackets the "
-                 "same for the direct client process: driver and pool only).\n")
+                 "same for the direct client process: driver and pool only); database CPU is the server "
+                 "processes' utime+stime over the same window ÷ requests.\n")
         L.append("| database | query | clients | direct rps | direct p50 / p99 | gateway rps | "
                  "gateway p50 / p99 | gateway ÷ direct | p50 added | CPU/req gateway (direct "
-                 "client) |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+                 "client) | database CPU/req via gateway (direct) |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in results["overhead"]:
             d, g = r["direct"], r["gateway"]
             L.append(f"| {KIND_NAMES[r['kind']]} | {QUERY_NAMES[r['query']]} | {r['clients']} | "
                      f"{d['rps']:,.0f} | {d['p50_ms']:.3f} / {d['p99_ms']:.3f} | "
                      f"{g['rps']:,.0f} | {g['p50_ms']:.3f} / {g['p99_ms']:.3f} | "
                      f"{r['ratio']:.2f} | {r['p50_added_ms']:+.3f} | {g['cpu_us']:.0f} µs "
-                     f"({d['cpu_us'] or 0:.0f} µs) |")
+                     f"({d['cpu_us'] or 0:.0f} µs) | {g['db_cpu_us'] or 0:.0f} µs "
+                     f"({d.get('db_cpu_us') or 0:.0f} µs) |")
         if "pgbench" in results:
             ref = results["pgbench"]
             L.append("\nReference, `pgbench -S -M prepared` (scale 1, superuser, its own "
