@@ -457,6 +457,18 @@ pub(crate) fn date_to_string(days: i32) -> String {
         i32::MAX => "infinity".into(),
         i32::MIN => "-infinity".into(),
         d => match pg_epoch().checked_add_signed(chrono::Duration::days(d.into())) {
+            // Written by hand: chrono's `format` parses the pattern on every call, and was the
+            // largest single cost of streaming date and timestamp columns (bench/run).
+            Some(date) if (0..=9999).contains(&chrono::Datelike::year(&date)) => {
+                let mut s = String::with_capacity(10);
+                push_digits(&mut s, chrono::Datelike::year(&date).unsigned_abs(), 4);
+                s.push('-');
+                push_digits(&mut s, chrono::Datelike::month(&date), 2);
+                s.push('-');
+                push_digits(&mut s, chrono::Datelike::day(&date), 2);
+                s
+            }
+            // Signed or five-digit years, as chrono writes them.
             Some(date) => date.format("%Y-%m-%d").to_string(),
             // Outside chrono's range (±262,000 years), beyond PostgreSQL's own date range.
             None => d.to_string(),
@@ -464,25 +476,39 @@ pub(crate) fn date_to_string(days: i32) -> String {
     }
 }
 
+/// Appends `value` as exactly `width` decimal digits, zero-padded; `value` must be below
+/// 10^`width` (callers check), higher digits would be dropped.
+fn push_digits(s: &mut String, value: u32, width: u32) {
+    for i in (0..width).rev() {
+        let digit = (value / 10u32.pow(i)) % 10;
+        s.push(char::from(b'0' + digit as u8));
+    }
+}
+
 /// `HH:MM:SS[.ffffff]` with trailing fractional zeros dropped (PostgreSQL allows 24:00:00).
 fn write_time_of_day(s: &mut String, us: i64) {
     let secs = us.div_euclid(USECS_PER_SEC);
     let frac = us.rem_euclid(USECS_PER_SEC);
-    let _ = write!(
-        s,
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    );
+    let hours = secs / 3600;
+    if (0..100).contains(&hours) {
+        push_digits(s, hours as u32, 2);
+        s.push(':');
+        push_digits(s, ((secs / 60) % 60) as u32, 2);
+        s.push(':');
+        push_digits(s, (secs % 60) as u32, 2);
+    } else {
+        let _ = write!(s, "{hours:02}:{:02}:{:02}", (secs / 60) % 60, secs % 60);
+    }
     write_fraction(s, frac);
 }
 
 fn write_fraction(s: &mut String, frac_us: i64) {
     if frac_us != 0 {
-        let f = format!("{frac_us:06}");
+        // 0 < frac_us < 1,000,000: six digits, then the trailing zeros dropped.
         s.push('.');
-        s.push_str(f.trim_end_matches('0'));
+        push_digits(s, frac_us as u32, 6);
+        let kept = s.trim_end_matches('0').len();
+        s.truncate(kept);
     }
 }
 
@@ -693,6 +719,42 @@ mod tests {
         let mut s = String::new();
         write_offset(&mut s, -(5 * 3600 + 30 * 60));
         assert_eq!(s, "-05:30");
+    }
+
+    #[test]
+    fn hand_written_dates_and_times_match_chrono_formatting() {
+        // Every 3rd day from year 1 to 9999 and beyond both ends, where chrono takes over.
+        let first = -730_119 - 1_000; // 1000 days before 0001-01-01
+        let last = 2_921_939 + 1_000; // 1000 days after 9999-12-31
+        for d in (first..=last).step_by(3) {
+            let expected = pg_epoch()
+                .checked_add_signed(chrono::Duration::days(d.into()))
+                .map(|date| date.format("%Y-%m-%d").to_string());
+            assert_eq!(Some(date_to_string(d)), expected, "day {d}");
+        }
+        for us in [
+            0,
+            1,
+            999_999,
+            1_000_000,
+            59_999_999,
+            86_399_999_999,
+            12_345_678_900,
+        ] {
+            let mut s = String::new();
+            write_time_of_day(&mut s, us);
+            let t = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                (us / 1_000_000) as u32,
+                (us % 1_000_000) as u32 * 1000,
+            )
+            .map(|t| t.format("%H:%M:%S%.f").to_string())
+            .map(|f| match f.split_once('.') {
+                Some((hms, frac)) if frac.trim_end_matches('0').is_empty() => hms.to_owned(),
+                Some((hms, frac)) => format!("{hms}.{}", frac.trim_end_matches('0')),
+                None => f,
+            });
+            assert_eq!(Some(s), t, "{us} us");
+        }
     }
 
     #[test]
