@@ -85,7 +85,9 @@ TOML
 echo "schemathesis against $base (data dir $data, $MAX_EXAMPLES examples per operation)" >&2
 start=$(date +%s)
 status=0
-schemathesis --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
+# Run inside the throwaway directory: schemathesis keeps a crash cache in ./.schemathesis that
+# later runs would replay (so give --report-dir as an absolute path).
+(cd "$work" && schemathesis --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --max-examples "$MAX_EXAMPLES" \
@@ -93,7 +95,7 @@ schemathesis --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
     --workers 1 \
     --request-timeout 30 \
     --seed "${SCHEMATHESIS_SEED:-1}" \
-    "$@" || status=$?
+    "$@") || status=$?
 echo "schemathesis finished in $(( $(date +%s) - start )) s with exit status $status" >&2
 if grep -q '"level":"ERROR"' "$work/server.log"; then
     echo "server errors logged:" >&2
