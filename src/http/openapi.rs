@@ -470,3 +470,21 @@ pub struct QueryResult {
     pub elapsed_ms: f64,
     pub request_id: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Schemathesis found `POST /v1/groups` answering an undocumented 409 for a duplicate name.
+    #[test]
+    fn every_route_that_creates_a_named_object_documents_the_duplicate_name_conflict() {
+        let doc = document();
+        for path in ["/v1/groups", "/v1/apps", "/v1/datasources", "/v1/users"] {
+            let responses = &doc["paths"][path]["post"]["responses"];
+            assert!(
+                responses.get("409").is_some(),
+                "POST {path} does not document 409: {responses}"
+            );
+        }
+    }
+}

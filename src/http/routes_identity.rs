@@ -473,7 +473,7 @@ struct GroupBody {
 
 #[utoipa::path(post, path = "/v1/groups", tag = "identity", request_body = GroupBody, responses(
     (status = 201, description = "The new group (admin+)", body = doc::Group),
-    doc::BadRequest, doc::Forbidden, doc::PayloadTooLarge,
+    doc::BadRequest, doc::Forbidden, doc::Conflict, doc::PayloadTooLarge,
 ))]
 async fn create_group(
     State(state): State<Arc<AppState>>,
