@@ -753,10 +753,16 @@ def targets(results):
                     f"≤ {TARGETS['cpu_us']:.0f} µs", worst["gateway"]["cpu_us"] <= TARGETS["cpu_us"]))
     s = results.get("stream")
     if s:
-        growth = max(s["ndjson"]["rss_growth_mib"], s["json"]["rss_growth_mib"])
-        out.append((f"streaming {STREAM_ROWS:,} rows: RSS growth (NDJSON / JSON)",
-                    f"{s['ndjson']['rss_growth_mib']:.1f} / {s['json']['rss_growth_mib']:.1f} MiB",
-                    f"< {TARGETS['stream_rss_mib']:.0f} MiB", growth < TARGETS["stream_rss_mib"]))
+        growth = s["ndjson"]["rss_growth_mib"]
+        out.append((f"streaming {STREAM_ROWS:,} rows as NDJSON: RSS growth",
+                    f"{growth:.1f} MiB", f"< {TARGETS['stream_rss_mib']:.0f} MiB",
+                    growth < TARGETS["stream_rss_mib"]))
+        # A plain JSON answer is buffered by design (an error can still change its status);
+        # bounded by limits.max_result_bytes. Shown against the same figure for comparison.
+        growth = s["json"]["rss_growth_mib"]
+        out.append((f"the same {STREAM_ROWS:,} rows as one JSON answer (buffered by design): "
+                    "RSS growth", f"{growth:.1f} MiB", f"< {TARGETS['stream_rss_mib']:.0f} MiB",
+                    growth < TARGETS["stream_rss_mib"]))
         out.append(("streaming NDJSON throughput", f"{s['ndjson']['rows_s']:,.0f} rows/s",
                     f"≥ {TARGETS['ndjson_rows_s']:,} rows/s",
                     s["ndjson"]["rows_s"] >= TARGETS["ndjson_rows_s"]))
