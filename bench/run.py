@@ -263,15 +263,25 @@ class Gateway:
         return self.proc.pid
 
     def call(self, method, path, body=None, conn=None):
-        conn = conn or self.conn
         headers = {"authorization": f"Bearer {self.token}"}
         if body is not None:
             headers["content-type"] = "application/json"
             body = json.dumps(body)
-        conn.request(method, path, body, headers)
-        res = conn.getresponse()
-        data = res.read()
-        return res.status, data
+        if conn is not None:
+            conn.request(method, path, body, headers)
+            res = conn.getresponse()
+            return res.status, res.read()
+        try:
+            self.conn.request(method, path, body, headers)
+            res = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            # The server closes keep-alive connections idle past limits.header_read_timeout_ms
+            # (10 s), as between two steps; nothing was processed, so send again once.
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            self.conn.request(method, path, body, headers)
+            res = self.conn.getresponse()
+        return res.status, res.read()
 
     def ok(self, method, path, body=None):
         st, data = self.call(method, path, body)
@@ -743,10 +753,16 @@ def targets(results):
                     f"≤ {TARGETS['cpu_us']:.0f} µs", worst["gateway"]["cpu_us"] <= TARGETS["cpu_us"]))
     s = results.get("stream")
     if s:
-        growth = max(s["ndjson"]["rss_growth_mib"], s["json"]["rss_growth_mib"])
-        out.append((f"streaming {STREAM_ROWS:,} rows: RSS growth (NDJSON / JSON)",
-                    f"{s['ndjson']['rss_growth_mib']:.1f} / {s['json']['rss_growth_mib']:.1f} MiB",
-                    f"< {TARGETS['stream_rss_mib']:.0f} MiB", growth < TARGETS["stream_rss_mib"]))
+        growth = s["ndjson"]["rss_growth_mib"]
+        out.append((f"streaming {STREAM_ROWS:,} rows as NDJSON: RSS growth",
+                    f"{growth:.1f} MiB", f"< {TARGETS['stream_rss_mib']:.0f} MiB",
+                    growth < TARGETS["stream_rss_mib"]))
+        # A plain JSON answer is buffered by design (an error can still change its status);
+        # bounded by limits.max_result_bytes. Shown against the same figure for comparison.
+        growth = s["json"]["rss_growth_mib"]
+        out.append((f"the same {STREAM_ROWS:,} rows as one JSON answer (buffered by design): "
+                    "RSS growth", f"{growth:.1f} MiB", f"< {TARGETS['stream_rss_mib']:.0f} MiB",
+                    growth < TARGETS["stream_rss_mib"]))
         out.append(("streaming NDJSON throughput", f"{s['ndjson']['rows_s']:,.0f} rows/s",
                     f"≥ {TARGETS['ndjson_rows_s']:,} rows/s",
                     s["ndjson"]["rows_s"] >= TARGETS["ndjson_rows_s"]))
@@ -915,6 +931,10 @@ def write_benchmarks(results):
 def main():
     if not DIRECT or not os.path.exists(DIRECT):
         sys.exit("SLUICE_BENCH_DIRECT must name the built direct baseline (bench/run sets it)")
+    # Stop cleanly on SIGTERM and SIGINT (which a background start ignores by default): the
+    # `finally` blocks stop the gateways and drop the benchmark databases.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(130))
     results = {"started": time.time()}
     fuzz_before = fuzzer_running()
     results["machine"] = machine()
