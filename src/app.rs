@@ -40,6 +40,7 @@ impl Application {
                 max_batch: config.audit.max_batch,
                 max_delay: Duration::from_millis(config.audit.max_delay_ms),
                 queue_capacity: config.audit.queue_capacity,
+                fsync: config.audit.fsync,
             },
         )?);
         let registry = Registry::new(RegistrySettings {

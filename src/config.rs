@@ -96,6 +96,9 @@ pub struct Audit {
     pub max_delay_ms: u64,
     /// Records queued at most before `record` waits (backpressure, never dropping).
     pub queue_capacity: usize,
+    /// fsync the audit log at every commit, so records survive an OS crash or power loss, not
+    /// only a crash of the gateway process. Costs about one disk flush per batch.
+    pub fsync: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,6 +181,7 @@ impl Default for Audit {
             max_batch: 512,
             max_delay_ms: 0,
             queue_capacity: 65_536,
+            fsync: false,
         }
     }
 }

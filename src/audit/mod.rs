@@ -47,18 +47,26 @@ CREATE TABLE IF NOT EXISTS audit_log (
     request_id    TEXT,
     detail        TEXT
 ) STRICT;
-CREATE INDEX IF NOT EXISTS audit_log_company_at
-    ON audit_log (company_id, at_us DESC, id DESC);
-CREATE INDEX IF NOT EXISTS audit_log_company_action_at
-    ON audit_log (company_id, action, at_us DESC, id DESC);
-CREATE INDEX IF NOT EXISTS audit_log_company_actor_at
-    ON audit_log (company_id, actor_id, at_us DESC, id DESC);
-CREATE INDEX IF NOT EXISTS audit_log_company_app_at
-    ON audit_log (company_id, app_id, at_us DESC, id DESC);
-CREATE INDEX IF NOT EXISTS audit_log_company_datasource_at
-    ON audit_log (company_id, datasource_id, at_us DESC, id DESC);
-CREATE INDEX IF NOT EXISTS audit_log_company_outcome_at
-    ON audit_log (company_id, outcome, at_us DESC, id DESC);
+";
+
+/// The audit table's indexes, one per filter of the audit listing, each ending in `(at_us, id)`
+/// so a page is read in index order without sorting (backwards for the newest-first listing).
+/// Ascending, so a new record, the newest, lands at the right edge of each index: SQLite then
+/// adds a page when one fills instead of rebalancing siblings (the first schema had them
+/// descending, which made a lone record's commit write about 19 pages; see BENCHMARKS.md).
+pub const INDEXES_SQL: &str = "
+DROP INDEX IF EXISTS audit_log_company_at;
+DROP INDEX IF EXISTS audit_log_company_action_at;
+DROP INDEX IF EXISTS audit_log_company_actor_at;
+DROP INDEX IF EXISTS audit_log_company_app_at;
+DROP INDEX IF EXISTS audit_log_company_datasource_at;
+DROP INDEX IF EXISTS audit_log_company_outcome_at;
+CREATE INDEX audit_log_company_at ON audit_log (company_id, at_us, id);
+CREATE INDEX audit_log_company_action_at ON audit_log (company_id, action, at_us, id);
+CREATE INDEX audit_log_company_actor_at ON audit_log (company_id, actor_id, at_us, id);
+CREATE INDEX audit_log_company_app_at ON audit_log (company_id, app_id, at_us, id);
+CREATE INDEX audit_log_company_datasource_at ON audit_log (company_id, datasource_id, at_us, id);
+CREATE INDEX audit_log_company_outcome_at ON audit_log (company_id, outcome, at_us, id);
 ";
 
 /// The name of the table [`SCHEMA_SQL`] creates.

@@ -13,6 +13,7 @@ pub fn fresh_db() -> (TempDir, PathBuf, Connection) {
     let conn = Connection::open(&path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.execute_batch(SCHEMA_SQL).unwrap();
+    conn.execute_batch(INDEXES_SQL).unwrap();
     (dir, path, conn)
 }
 

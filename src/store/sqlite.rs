@@ -64,6 +64,7 @@ fn migrations() -> Migrations<'static> {
                 creators_can_register INTEGER NOT NULL, PRIMARY KEY (company_id, kind));",
         ),
         M::up(crate::audit::SCHEMA_SQL),
+        M::up(crate::audit::INDEXES_SQL),
     ])
 }
 
