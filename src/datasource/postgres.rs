@@ -1,14 +1,23 @@
 //! PostgreSQL driver: a bounded pool of service-account connections to the checked address, and
-//! the execution of one policy-checked statement inside a read-only (or ordinary) transaction,
-//! with server-side timeouts, a client-side deadline that cancels on the server, and rows streamed
-//! through a portal in batches so that stopping early also stops the server.
+//! the execution of one policy-checked statement, with server-side timeouts, a client-side
+//! deadline that cancels on the server, and the database's own read-only guard.
+//!
+//! Two ways to run a statement:
+//! * a query on a read-only datasource (the common case) takes one round trip: the prepared
+//!   setup statement (timeouts, `standard_conforming_strings`, `default_transaction_read_only`)
+//!   and the query go out together, each in its own implicit transaction, so the query's
+//!   transaction starts read-only. Rows stream as the server sends them; stopping early (row or
+//!   byte cap) cancels the statement on the server and reads what is left, so the connection
+//!   stays usable.
+//! * anything else runs in an explicit transaction (`START TRANSACTION READ ONLY` or `READ
+//!   WRITE`) with rows fetched through a portal in batches, and ends with COMMIT or ROLLBACK.
 
 mod params;
 mod types;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +29,7 @@ use deadpool::managed::{
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use super::{
@@ -38,6 +48,26 @@ const STARTUP_OPTIONS: &str = "-c standard_conforming_strings=on -c client_encod
 /// Prepared statements kept per connection; past this the cache is emptied (each dropped
 /// statement is closed on the server) so distinct ad-hoc queries cannot grow it without bound.
 const STATEMENT_CACHE_SIZE: usize = 256;
+
+/// Sent before every statement, in the same round trip: the server-side timeouts for this
+/// statement, `standard_conforming_strings` again (a backslash must never become an escape the
+/// policy did not see), and whether the transactions that follow start read-only. Session-level
+/// (`false`), because a read-only query runs in its own implicit transaction right after this
+/// one. It also reads back the current transaction's read-only flag and the settings pinned at
+/// connect, which no statement may have changed. Our own text with parameters, never user SQL.
+const SETUP_SQL: &str = "SELECT set_config('statement_timeout', $1, false), \
+     set_config('lock_timeout', $1, false), \
+     set_config('idle_in_transaction_session_timeout', $1, false), \
+     set_config('standard_conforming_strings', 'on', false), \
+     set_config('default_transaction_read_only', $2, false), \
+     current_setting('transaction_read_only'), \
+     current_setting('client_encoding'), current_setting('DateStyle'), \
+     current_setting('TimeZone'), current_setting('IntervalStyle')";
+
+/// [`SETUP_SQL`]'s column with the current transaction's read-only flag.
+const READ_ONLY_COLUMN: usize = 5;
+/// [`SETUP_SQL`]'s columns with the settings pinned by [`STARTUP_OPTIONS`].
+const PINNED_COLUMNS: std::ops::Range<usize> = 6..10;
 
 /// Rows requested per portal fetch: small first so the first rows arrive quickly, doubling up to
 /// the maximum so long results need few round trips.
@@ -92,6 +122,12 @@ struct PgConn {
     /// The connection task; aborted when the connection is dropped so the socket closes at once.
     task: JoinHandle<()>,
     statements: StatementCache,
+    /// [`SETUP_SQL`], prepared when the connection opened.
+    setup: Statement,
+    /// What the pinned session settings read as right after connecting ([`PINNED_COLUMNS`]).
+    pinned: Vec<String>,
+    /// Set when the connection is in doubt; the pool then drops it instead of handing it out.
+    broken: bool,
 }
 
 impl Drop for PgConn {
@@ -158,10 +194,28 @@ impl managed::Manager for PgManager {
                 // The error (if any) surfaces on the client's next request.
                 let _ = connection.await;
             });
+            let unavailable = |e: tokio_postgres::Error| {
+                ExecError::Unavailable(scrub(&e.to_string(), &[t.password.expose()]))
+            };
+            let setup = client
+                .prepare_typed(SETUP_SQL, &[Type::TEXT, Type::TEXT])
+                .await
+                .map_err(unavailable)?;
+            let ms = millis(self.connect_timeout).to_string();
+            let row = client
+                .query_one(&setup, &[&ms, &"on"])
+                .await
+                .map_err(unavailable)?;
+            let pinned = PINNED_COLUMNS
+                .map(|i| row.try_get::<_, String>(i).unwrap_or_default())
+                .collect();
             Ok(PgConn {
                 client,
                 task,
                 statements: StatementCache::default(),
+                setup,
+                pinned,
+                broken: false,
             })
         };
         tokio::time::timeout(self.connect_timeout, connect)
@@ -175,9 +229,9 @@ impl managed::Manager for PgManager {
     }
 
     async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> managed::RecycleResult<ExecError> {
-        // Connections come back only after their transaction ended cleanly; anything in doubt
-        // was discarded instead, so a liveness check is enough here.
-        if conn.client.is_closed() {
+        // Connections come back only after their statement ended cleanly; anything in doubt was
+        // discarded or marked broken instead, so a liveness check is enough here.
+        if conn.broken || conn.client.is_closed() {
             return Err(RecycleError::message("connection closed"));
         }
         Ok(())
@@ -501,6 +555,9 @@ type RowSender = mpsc::Sender<Result<Bytes, ExecError>>;
 struct Failure {
     error: ExecError,
     clean: bool,
+    /// The session settings pinned at connect had moved, and nothing was sent to the client:
+    /// reset the session and run the statement again.
+    repin: bool,
 }
 
 impl Failure {
@@ -508,6 +565,25 @@ impl Failure {
         Failure {
             error,
             clean: false,
+            repin: false,
+        }
+    }
+
+    fn clean(error: ExecError) -> Self {
+        Failure {
+            error,
+            clean: true,
+            repin: false,
+        }
+    }
+
+    fn repin() -> Self {
+        Failure {
+            error: ExecError::Unavailable(
+                "the connection's session settings changed and could not be restored".into(),
+            ),
+            clean: true,
+            repin: true,
         }
     }
 }
@@ -565,24 +641,60 @@ async fn run(obj: Object<PgManager>, job: Job, head: HeadSender, rows: RowSender
     }
 }
 
-/// The server-side timeouts for this statement, the pinned session settings again (so not even a
-/// session-level `SET` that slipped through an earlier read-write request can change how this
-/// statement is read), and the read-only check, in one simple-query message (our own text, never
-/// user SQL). `SET LOCAL` ends with the transaction, so nothing carries over to the next request.
-fn setup_sql(timeout: Duration) -> String {
-    let ms = millis(timeout);
-    format!(
-        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
-         SET LOCAL idle_in_transaction_session_timeout = {ms}; \
-         SET LOCAL standard_conforming_strings = on; SET LOCAL client_encoding = 'UTF8'; \
-         SET LOCAL DateStyle = 'ISO'; SET LOCAL TimeZone = 'UTC'; \
-         SET LOCAL IntervalStyle = 'iso_8601'; SHOW transaction_read_only"
-    )
-}
-
 /// A duration as PostgreSQL milliseconds: at least 1 (0 would disable the timeout).
 fn millis(d: Duration) -> u64 {
     d.as_millis().clamp(1, i32::MAX as u128) as u64
+}
+
+/// Checks what [`SETUP_SQL`] read back: the pinned session settings are as they were at
+/// connect, and, inside an explicit read-only transaction, the transaction is read-only.
+fn verify_setup(
+    row: &tokio_postgres::Row,
+    pinned: &[String],
+    in_read_only_transaction: bool,
+) -> Result<(), SetupError> {
+    let now: Vec<String> = PINNED_COLUMNS
+        .map(|i| row.try_get::<_, String>(i).unwrap_or_default())
+        .collect();
+    if now != pinned {
+        return Err(SetupError::Moved);
+    }
+    if in_read_only_transaction
+        && row.try_get::<_, String>(READ_ONLY_COLUMN).ok().as_deref() != Some("on")
+    {
+        return Err(SetupError::Failed(ExecError::Unavailable(
+            "the transaction did not start read-only".into(),
+        )));
+    }
+    Ok(())
+}
+
+/// Why the setup statement's answer is not acceptable.
+enum SetupError {
+    /// A pinned session setting differs from its value at connect: reset and run again.
+    Moved,
+    /// Anything else: the connection is not trusted again.
+    Failed(ExecError),
+}
+
+impl SetupError {
+    fn into_failure(self) -> Failure {
+        match self {
+            SetupError::Moved => Failure::repin(),
+            SetupError::Failed(e) => Failure::discard(e),
+        }
+    }
+}
+
+/// The result columns as the client sees them.
+fn result_columns(stmt: &Statement) -> Vec<Column> {
+    stmt.columns()
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_owned(),
+            type_name: types::type_name(c.type_()),
+        })
+        .collect()
 }
 
 async fn drive(
@@ -591,9 +703,220 @@ async fn drive(
     head: &mut Option<HeadSender>,
     rows: &RowSender,
 ) -> Result<Done, Failure> {
+    for attempt in 0..2 {
+        let result = if job.req.read_only && job.req.is_query {
+            drive_read_only_query(conn, job, head, rows).await
+        } else {
+            drive_in_transaction(conn, job, head, rows).await
+        };
+        match result {
+            Err(f) if f.repin && attempt == 0 => {
+                // Back to the values of the startup packet (`STARTUP_OPTIONS`), then once more.
+                if conn.client.batch_execute("RESET ALL").await.is_err() {
+                    return Err(Failure::discard(f.error));
+                }
+            }
+            Err(f) if f.repin => return Err(Failure::discard(f.error)),
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns on its second attempt")
+}
+
+/// Where the rows of one statement go, and when to stop taking them.
+struct RowSink<'a> {
+    job: &'a Job,
+    stmt: &'a Statement,
+    decoders: &'a [Decoder],
+    head: &'a mut Option<HeadSender>,
+    rows: &'a RowSender,
+    /// Sent with the first row (or by `run` at the end), so an error before any row is still
+    /// the `execute` error rather than a stream item.
+    columns: Option<Vec<Column>>,
+    fetched: u64,
+    bytes: u64,
+}
+
+/// What `RowSink::take` decided about one row.
+enum Take {
+    More,
+    /// Enough: the row cap was passed (`truncated` is set) or the row could not be sent
+    /// (`Some` error for the client).
+    Stop(Option<ExecError>),
+}
+
+impl RowSink<'_> {
+    async fn take(&mut self, row: &tokio_postgres::Row) -> Result<Take, Failure> {
+        self.fetched += 1;
+        if self.fetched > self.job.req.max_rows {
+            self.job.truncated.store(true, Ordering::Release);
+            return Ok(Take::Stop(None));
+        }
+        let encoded = match encode_row(row, self.stmt, self.decoders) {
+            Ok(b) => b,
+            Err(e) => return Ok(Take::Stop(Some(e))),
+        };
+        self.bytes = self.bytes.saturating_add(encoded.len() as u64);
+        if self.bytes > self.job.max_result_bytes {
+            return Ok(Take::Stop(Some(ExecError::ResultTooLarge(
+                self.job.max_result_bytes,
+            ))));
+        }
+        if let (Some(h), Some(cols)) = (self.head.take(), self.columns.take()) {
+            let _ = h.send(Ok(Head::Rows(cols)));
+        }
+        if self.rows.send(Ok(encoded)).await.is_err() {
+            // The client went away; the guard cancels and discards.
+            return Err(Failure::discard(ExecError::Unavailable(
+                "the client went away".into(),
+            )));
+        }
+        Ok(Take::More)
+    }
+}
+
+/// A query on a read-only datasource, in one round trip (see the module comment).
+async fn drive_read_only_query(
+    conn: &mut PgConn,
+    job: &Job,
+    head: &mut Option<HeadSender>,
+    rows: &RowSender,
+) -> Result<Done, Failure> {
+    let req = &job.req;
+    let db = |e: tokio_postgres::Error| map_error(e, &job.password, req.timeout);
+    let ms = millis(req.timeout).to_string();
+    let PgConn {
+        client,
+        statements,
+        setup,
+        pinned,
+        broken,
+        ..
+    } = conn;
+    let client: &Client = client;
+
+    // Both go out before either answer is awaited; the server runs them in order. Polling the
+    // setup first puts its messages on the wire first.
+    let setup_params: [&(dyn ToSql + Sync); 2] = [&ms, &"on"];
+    let setup_done = client.query_one(&*setup, &setup_params);
+    let started = async {
+        let stmt = statements.prepare(client, &req.sql).await.map_err(&db)?;
+        let decoders = column_decoders(&stmt)?;
+        let params = params::convert_params(&req.params, stmt.params())?;
+        let stream = client
+            .query_raw(&stmt, params.iter())
+            .await
+            .map_err(|e| bind_error(e, &job.password, req.timeout))?;
+        Ok::<_, ExecError>((stmt, decoders, stream))
+    };
+    let (setup_done, started) = futures::join!(setup_done, started);
+    // A connection whose setup failed or whose settings moved is not trusted again, whatever
+    // the statement did.
+    let verified = setup_done
+        .map_err(|e| SetupError::Failed(db(e)))
+        .and_then(|row| verify_setup(&row, pinned, false));
+    if let Err(e) = verified {
+        let failure = e.into_failure();
+        if let (true, Ok((_, _, stream))) = (failure.repin, started) {
+            // The statement ran under the moved settings: stop it and throw its rows away
+            // before the session is reset and the statement runs again.
+            if !cancel_and_drain(client, Box::pin(stream)).await {
+                return Err(Failure::discard(failure.error));
+            }
+        }
+        return Err(failure);
+    }
+    let (stmt, decoders, stream) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            forget_if_stale(statements, &req.sql, &error);
+            // The statement failed in its own implicit transaction: the connection is idle.
+            return Err(Failure::clean(error));
+        }
+    };
+
+    let mut sink = RowSink {
+        job,
+        stmt: &stmt,
+        decoders: &decoders,
+        head,
+        rows,
+        columns: Some(result_columns(&stmt)),
+        fetched: 0,
+        bytes: 0,
+    };
+    let mut stream = Box::pin(stream);
+    let mut stopped = None;
+    while let Some(row) = stream.next().await {
+        // An error ends the statement's implicit transaction: the connection stays clean.
+        let row = row.map_err(|e| Failure::clean(db(e)))?;
+        if let Take::Stop(error) = sink.take(&row).await? {
+            stopped = Some(error);
+            break;
+        }
+    }
+    let columns = sink.columns.take();
+    let Some(error) = stopped else {
+        return Ok(Done::Rows(columns));
+    };
+    // Stopped early while the server may still be producing rows. If the connection cannot be
+    // brought back to idle in time, it is not used again.
+    if !cancel_and_drain(client, stream).await {
+        *broken = true;
+    }
+    match error {
+        Some(error) => Err(Failure::clean(error)),
+        None => Ok(Done::Rows(columns)),
+    }
+}
+
+/// Cancels the statement behind `stream` and reads what is left, so the connection is idle
+/// again. The cancel request has reached the server once `cancel_query` returns, so it cannot
+/// hit a later statement. False if this did not finish within `CANCEL_TIMEOUT`.
+async fn cancel_and_drain(
+    client: &Client,
+    mut stream: Pin<Box<tokio_postgres::RowStream>>,
+) -> bool {
+    let token = client.cancel_token();
+    let finish = async {
+        let _ = token.cancel_query(NoTls).await;
+        while let Some(r) = stream.next().await {
+            if r.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(CANCEL_TIMEOUT, finish).await.is_ok()
+}
+
+/// "cached plan must not change result type": the table changed under a cached statement;
+/// prepare afresh next time.
+fn forget_if_stale(statements: &StatementCache, sql: &str, error: &ExecError) {
+    if let ExecError::QueryFailed {
+        sqlstate: Some(code),
+        ..
+    } = error
+        && code == "0A000"
+    {
+        statements.forget(sql);
+    }
+}
+
+/// Any other statement, inside an explicit transaction: read-write datasources, and statements
+/// that are not queries.
+async fn drive_in_transaction(
+    conn: &mut PgConn,
+    job: &Job,
+    head: &mut Option<HeadSender>,
+    rows: &RowSender,
+) -> Result<Done, Failure> {
     let req = &job.req;
     let PgConn {
-        client, statements, ..
+        client,
+        statements,
+        setup,
+        pinned,
+        ..
     } = conn;
     let db = |e: tokio_postgres::Error| map_error(e, &job.password, req.timeout);
 
@@ -605,9 +928,12 @@ async fn drive(
         .await
         .map_err(|e| Failure::discard(db(e)))?;
 
-    // Round trip 2, pipelined: the timeouts and read-only check, then (prepare when not cached),
-    // bind. The server handles them in order, so the timeouts already cover prepare and bind.
-    let setup = setup_sql(req.timeout);
+    // Round trip 2, pipelined: the setup statement, then (prepare when not cached) bind. The
+    // server handles them in order, so the timeouts already cover prepare and bind.
+    let ms = millis(req.timeout).to_string();
+    let read_only = if req.read_only { "on" } else { "off" };
+    let setup_params: [&(dyn ToSql + Sync); 2] = [&ms, &read_only];
+    let setup_done = tx.query_one(&*setup, &setup_params);
     let prepared = async {
         let stmt = statements
             .prepare(tx.client(), &req.sql)
@@ -625,38 +951,24 @@ async fn drive(
             .map_err(|e| bind_error(e, &job.password, req.timeout))?;
         Ok::<_, ExecError>((stmt, decoders, portal))
     };
-    let (set_result, prepared) = futures::join!(tx.simple_query(&setup), prepared);
-    let checked = match set_result {
-        Ok(messages) => {
-            let read_only = messages.iter().rev().find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "on"),
-                _ => None,
-            });
-            if req.read_only && read_only != Some(true) {
-                Err(ExecError::Unavailable(
-                    "the transaction did not start read-only".into(),
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        Err(e) => Err(db(e)),
-    };
-    let (stmt, decoders, portal) = match checked.and(prepared) {
+    let (setup_done, prepared) = futures::join!(setup_done, prepared);
+    let checked = setup_done
+        .map_err(|e| SetupError::Failed(db(e)))
+        .and_then(|row| verify_setup(&row, pinned, req.read_only));
+    if let Err(e) = checked {
+        // Nothing was executed yet; dropping the transaction rolls it back.
+        return Err(e.into_failure());
+    }
+    let (stmt, decoders, portal) = match prepared {
         Ok(p) => p,
         Err(error) => {
-            if let ExecError::QueryFailed {
-                sqlstate: Some(code),
-                ..
-            } = &error
-                && code == "0A000"
-            {
-                // "cached plan must not change result type": the table changed under a cached
-                // statement; prepare afresh next time.
-                statements.forget(&req.sql);
-            }
+            forget_if_stale(statements, &req.sql, &error);
             let clean = tx.rollback().await.is_ok();
-            return Err(Failure { error, clean });
+            return Err(Failure {
+                error,
+                clean,
+                repin: false,
+            });
         }
     };
 
@@ -681,28 +993,23 @@ async fn drive(
         return Ok(Done::Affected(n));
     }
 
-    // The columns go out with the first row (or at the end), so an error before any row, e.g.
-    // a division by zero in the first fetch, is still the `execute` error rather than a stream
-    // item.
-    let mut columns: Option<Vec<Column>> = Some(
-        stmt.columns()
-            .iter()
-            .map(|c| Column {
-                name: c.name().to_owned(),
-                type_name: types::type_name(c.type_()),
-            })
-            .collect(),
-    );
-
     // Fetch through the portal in batches, never asking for more than one row past max_rows:
     // between fetches the portal is suspended and the server does no work.
+    let mut sink = RowSink {
+        job,
+        stmt: &stmt,
+        decoders: &decoders,
+        head,
+        rows,
+        columns: Some(result_columns(&stmt)),
+        fetched: 0,
+        bytes: 0,
+    };
     let limit = req.max_rows.saturating_add(1);
-    let mut fetched: u64 = 0;
-    let mut bytes: u64 = 0;
     let mut batch = FIRST_BATCH;
     let mut stop: Option<ExecError> = None;
-    'fetch: while fetched < limit {
-        let want = batch.min(limit - fetched).min(i32::MAX as u64) as i32;
+    'fetch: while sink.fetched < limit {
+        let want = batch.min(limit - sink.fetched).min(i32::MAX as u64) as i32;
         let stream = tx
             .query_portal_raw(&portal, want)
             .await
@@ -712,31 +1019,9 @@ async fn drive(
         while let Some(row) = stream.next().await {
             let row = row.map_err(|e| Failure::discard(db(e)))?;
             got += 1;
-            fetched += 1;
-            if fetched > req.max_rows {
-                job.truncated.store(true, Ordering::Release);
+            if let Take::Stop(error) = sink.take(&row).await? {
+                stop = error;
                 break 'fetch;
-            }
-            let encoded = match encode_row(&row, &stmt, &decoders) {
-                Ok(b) => b,
-                Err(e) => {
-                    stop = Some(e);
-                    break 'fetch;
-                }
-            };
-            bytes = bytes.saturating_add(encoded.len() as u64);
-            if bytes > job.max_result_bytes {
-                stop = Some(ExecError::ResultTooLarge(job.max_result_bytes));
-                break 'fetch;
-            }
-            if let (Some(h), Some(cols)) = (head.take(), columns.take()) {
-                let _ = h.send(Ok(Head::Rows(cols)));
-            }
-            if rows.send(Ok(encoded)).await.is_err() {
-                // The client went away; the guard cancels and discards.
-                return Err(Failure::discard(ExecError::Unavailable(
-                    "the client went away".into(),
-                )));
             }
         }
         // A suspended portal returns exactly `want` rows; fewer (or a completion tag) means the
@@ -746,10 +1031,15 @@ async fn drive(
         }
         batch = (batch * 2).min(MAX_BATCH);
     }
+    let columns = sink.columns.take();
     drop(portal);
     if let Some(error) = stop {
         let clean = tx.rollback().await.is_ok();
-        return Err(Failure { error, clean });
+        return Err(Failure {
+            error,
+            clean,
+            repin: false,
+        });
     }
     let end = if req.read_only {
         tx.rollback().await
@@ -876,9 +1166,6 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(10)), 1);
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
         assert_eq!(millis(Duration::from_secs(u64::MAX)), i32::MAX as u64);
-        let sql = setup_sql(Duration::from_secs(2));
-        assert!(sql.contains("statement_timeout = 2000"), "{sql}");
-        assert!(sql.ends_with("SHOW transaction_read_only"), "{sql}");
     }
 
     #[test]
