@@ -9,7 +9,9 @@ gateways on fresh data directories and runs, side by side in one run:
     pgbench -S as a reference line; throughput, p50, p99, ratios, gateway CPU per request;
   * audit: PK lookups at 64 clients with audit.wait_for_commit true against false;
   * streaming: 1,000,000 rows x 8 columns as NDJSON and JSON; rows/s, MB/s, gateway RSS;
-  * many datasources: 1,000 registered, 100 in use; RSS, cold first-query latency, idle close.
+  * many datasources: 1,000 registered, 100 in use; RSS, cold first-query latency, idle close;
+  * policy: the criterion micro-benchmarks of bench/policy.rs (`cargo bench --bench policy`),
+    first, while nothing else runs.
 Then prints every figure beside its target and rewrites the generated part of BENCHMARKS.md
 (between the bench/run markers).
 
@@ -17,7 +19,7 @@ Environment: SLUICE_BENCH_BIN, SLUICE_BENCH_DIRECT (binaries), SLUICE_BENCH_PG_U
 SLUICE_BENCH_MYSQL_URL (admin URLs), BENCH_SECS (measured seconds per step, default 8),
 BENCH_WARMUP (default 2), BENCH_CLIENTS (default 1,16,64), BENCH_STREAM_ROWS (default 1000000),
 BENCH_DATASOURCES / BENCH_ACTIVE (default 1000 / 100), BENCH_ONLY (comma list of sections:
-overhead,audit,stream,many), BENCH_WRITE=0 (do not touch BENCHMARKS.md).
+policy,overhead,audit,stream,many), BENCH_WRITE=0 (do not touch BENCHMARKS.md).
 """
 import http.client
 import json
@@ -43,7 +45,8 @@ CLIENTS = [int(c) for c in os.environ.get("BENCH_CLIENTS", "1,16,64").split(",")
 STREAM_ROWS = int(os.environ.get("BENCH_STREAM_ROWS", "1000000"))
 N_DATASOURCES = int(os.environ.get("BENCH_DATASOURCES", "1000"))
 N_ACTIVE = int(os.environ.get("BENCH_ACTIVE", "100"))
-ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "overhead,audit,stream,many").split(",")))
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "policy,overhead,audit,stream,many").split(",")))
+TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 WRITE = os.environ.get("BENCH_WRITE", "1") != "0"
 DATABASE = "sluice_bench_acme"
 PGBENCH_DB = "sluice_bench_pgbench"
@@ -88,7 +91,16 @@ TARGETS = {
     "stream_rss_mib": 64.0,
     "ndjson_rows_s": 300_000,
     "many_rss_mib": 256.0,
+    "policy_pk_us": 15.0,
+    "policy_analytic_us": 150.0,
 }
+POLICY_BENCHES = [
+    ("pk_lookup", "primary-key lookup"),
+    ("analytic_60_lines", "64-line analytic query"),
+    ("200_tables", "SELECT joining 200 tables"),
+    ("pk_lookup_cached", "primary-key lookup, from the decision cache"),
+    ("analytic_60_lines_cached", "64-line analytic query, from the decision cache"),
+]
 
 
 def log(msg):
@@ -429,6 +441,24 @@ def pgbench_run(clients):
 # Sections
 
 
+def section_policy(results):
+    log("== policy: cargo bench --bench policy")
+    r = subprocess.run(["cargo", "bench", "--locked", "--bench", "policy", "--", "--noplot"],
+                       cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"cargo bench --bench policy: {r.stderr[-2000:]}")
+    out = {}
+    for name, _ in POLICY_BENCHES:
+        path = os.path.join(TARGET_DIR, "criterion", "policy", name, "new", "estimates.json")
+        with open(path) as f:
+            est = json.load(f)
+        out[name] = {"median_us": est["median"]["point_estimate"] / 1000,
+                     "lo_us": est["median"]["confidence_interval"]["lower_bound"] / 1000,
+                     "hi_us": est["median"]["confidence_interval"]["upper_bound"] / 1000}
+        log(f"  {name:26} {out[name]['median_us']:10.2f} µs")
+    results["policy"] = out
+
+
 def section_overhead(results):
     log("== overhead: direct against the gateway")
     gw = Gateway("overhead", {"SLUICE_POOLS__IDLE_TIMEOUT_SECS": "1"})
@@ -732,6 +762,13 @@ def machine():
 def targets(results):
     """(label, figure, target, met) for every target of issue 4 that this run measured."""
     out = []
+    pol = results.get("policy")
+    if pol:
+        for key, target in (("pk_lookup", "policy_pk_us"), ("analytic_60_lines", "policy_analytic_us")):
+            v = pol[key]["median_us"]
+            label = "primary-key lookup" if key == "pk_lookup" else "64-line analytic query"
+            out.append((f"policy check, cold, {label}", f"{v:.1f} µs", f"≤ {TARGETS[target]:.0f} µs",
+                        v <= TARGETS[target]))
     rows = {(r["kind"], r["query"], r["clients"]): r for r in results.get("overhead", [])}
     hi, lo = max(CLIENTS), min(CLIENTS)
     r = rows.get(("postgres", "pk", hi))
@@ -801,6 +838,18 @@ def markdown(results):
     for label, fig, tgt, ok in targets(results):
         L.append(f"| {label} | {fig} | {tgt} | {verdict(ok)} |")
     L.append("")
+
+    if "policy" in results:
+        L.append("### Policy cost\n")
+        L.append("`cargo bench --bench policy` (criterion, median with its 95 % confidence interval): "
+                 "`sluice::policy::check` on the statements of bench/policy.rs, cold (tokenize, parse, "
+                 "walk, render, re-parse, compare), and the same statements answered from the "
+                 "decision cache as the query route asks.\n")
+        L.append("| statement | median | interval |\n|---|---|---|")
+        for name, label in POLICY_BENCHES:
+            p = results["policy"][name]
+            L.append(f"| {label} | {p['median_us']:,.2f} µs | {p['lo_us']:,.2f} – {p['hi_us']:,.2f} µs |")
+        L.append("")
 
     if "overhead" in results:
         L.append("### Gateway against direct access\n")
@@ -944,7 +993,8 @@ def main():
     direct("setup", "--pg-url", PG_ADMIN, "--mysql-url", MY_ADMIN, "--database", DATABASE,
            "--account-prefix", PREFIX)
     try:
-        for name, fn in (("overhead", section_overhead), ("audit", section_audit),
+        for name, fn in (("policy", section_policy), ("overhead", section_overhead),
+                         ("audit", section_audit),
                          ("stream", section_stream), ("many", section_many)):
             if name in ONLY:
                 fn(results)
