@@ -449,7 +449,7 @@ def section_policy(results):
         raise RuntimeError(f"cargo bench --bench policy: {r.stderr[-2000:]}")
     out = {}
     for name, _ in POLICY_BENCHES:
-        path = os.path.join(TARGET_DIR, "criterion", "policy", name, "new", "estimates.json")
+        path = os.path.join(TARGET_DIR, "criterion", f"policy_{name}", "new", "estimates.json")
         with open(path) as f:
             est = json.load(f)
         out[name] = {"median_us": est["median"]["point_estimate"] / 1000,
