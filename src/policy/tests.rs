@@ -677,6 +677,47 @@ fn functions_with_effects_or_outside_reach_are_refused_on_each_dialect() {
 }
 
 #[test]
+fn a_built_in_name_qualified_with_the_datasource_schema_is_a_user_function() {
+    // `public.lower(…)` / `acme.upper(…)` call a function someone created under that name, not
+    // the built-in: refused unless an admin allowed it, and then never recorded as the built-in.
+    refused_naming(
+        PG,
+        "SELECT public.lower(name) FROM t",
+        &ScopePolicy::default(),
+        is_function,
+        "public.lower",
+    );
+    refused_naming(
+        MY,
+        "SELECT shop.upper(name) FROM t",
+        &ScopePolicy::default(),
+        is_function,
+        "shop.upper",
+    );
+    let c = accepted(
+        PG,
+        "SELECT pg_catalog.lower(name), lower(name) FROM t",
+        &ScopePolicy::default(),
+    );
+    assert_eq!(c.functions, vec!["lower"]);
+    let allowed = ScopePolicy {
+        extra_functions: vec!["public.lower".into()],
+        ..ScopePolicy::default()
+    };
+    let c = accepted(
+        PG,
+        "SELECT public.lower(name), lower(name) FROM t",
+        &allowed,
+    );
+    assert_eq!(c.functions, vec!["public.lower", "lower"]);
+    assert!(
+        c.functions
+            .iter()
+            .any(|f| !is_builtin(DatasourceKind::Postgres, f))
+    );
+}
+
+#[test]
 fn extra_functions_extend_the_built_in_list() {
     let scope = ScopePolicy {
         extra_functions: vec!["my_func".into(), "public.other_func".into()],

@@ -265,11 +265,26 @@ impl Walker<'_> {
                 DatasourceKind::Mysql | DatasourceKind::Sqlite => f.eq_ignore_ascii_case(&base),
             }
         });
-        if !functions::is_builtin(self.kind, &base) && !extra {
-            return refused(base);
+        // A built-in is reached by its bare name (or through `pg_catalog`). Qualified with the
+        // datasource's own schema, a built-in's name calls a user-defined function of that name
+        // instead (MySQL, and PostgreSQL when one exists there), which only the extra list admits.
+        let builtin = functions::is_builtin(self.kind, &base)
+            && qualifier
+                .as_deref()
+                .is_none_or(|q| self.kind == DatasourceKind::Postgres && q == "pg_catalog");
+        if !builtin && !extra {
+            return refused(match &qualifier {
+                Some(q) => format!("{q}.{base}"),
+                None => base,
+            });
         }
-        if !self.functions.contains(&base) {
-            self.functions.push(base);
+        // Recorded so that a user-defined function never passes for the built-in it shadows.
+        let recorded = match qualifier {
+            Some(q) if !builtin => format!("{q}.{base}"),
+            _ => base,
+        };
+        if !self.functions.contains(&recorded) {
+            self.functions.push(recorded);
         }
         ControlFlow::Continue(())
     }
