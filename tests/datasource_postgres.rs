@@ -83,6 +83,7 @@ fn query(sql: &str) -> Execute {
         read_only: true,
         max_rows: 10_000,
         timeout: Duration::from_secs(10),
+        may_change_session: false,
     }
 }
 
@@ -450,6 +451,24 @@ async fn a_truncated_query_is_stopped_on_the_server_and_its_connection_is_reused
     .unwrap();
     assert_eq!(after.rows[0][0].as_i64(), Some(before));
     assert_eq!(after.rows[0][1], json!("on"));
+}
+
+#[tokio::test]
+async fn a_cancel_after_truncation_never_reaches_the_connections_next_statement() {
+    // The statement is done before its cancel arrives; a cancel acted on late would stop the
+    // next statement on the same connection instead (seen as a spurious timeout).
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let mut cut = query("SELECT g FROM generate_series(1, 10) g");
+    cut.max_rows = 3;
+    let next = query("SELECT count(*)::int FROM generate_series(1, 20000)");
+    for i in 0..100 {
+        let r = rows(&pool, cut.clone()).await.unwrap();
+        assert!(r.truncated);
+        let r = rows(&pool, next.clone()).await;
+        assert_eq!(r.unwrap().rows, vec![json!([20000])], "round {i}");
+    }
+    assert_eq!(pool.stats().size, 1, "one connection throughout");
 }
 
 #[tokio::test]
@@ -865,6 +884,32 @@ async fn a_session_setting_changed_by_a_statement_does_not_reach_the_next_reques
     .await
     .unwrap();
     assert_eq!(r.rows, vec![json!(["on", "UTC", "2024-01-01T00:00:00Z"])]);
+}
+
+#[tokio::test]
+async fn a_query_calling_functions_the_policy_cannot_see_into_leaves_no_session_state() {
+    // A function an admin allowed can take session-level locks and change settings the setup
+    // statement does not watch; with `may_change_session` the connection's session is put back.
+    let f = fixture(
+        "CREATE FUNCTION sticky() RETURNS int LANGUAGE sql AS $$ \
+           SELECT pg_advisory_lock(42); \
+           SELECT set_config('search_path', 'pg_temp, elsewhere', false); \
+           SELECT 1 $$; \
+         GRANT EXECUTE ON FUNCTION sticky() TO {role};",
+    )
+    .await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let state = "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                 AND pid = pg_backend_pid())::int, current_setting('search_path'), \
+                 pg_backend_pid()";
+    let before = rows(&pool, query(state)).await.unwrap().rows;
+    let mut sticky = query("SELECT sticky()");
+    sticky.may_change_session = true;
+    assert_eq!(rows(&pool, sticky).await.unwrap().rows, vec![json!([1])]);
+    let after = rows(&pool, query(state)).await.unwrap().rows;
+    assert_eq!(after[0][0], json!(0), "the advisory lock was released");
+    assert_eq!(after[0][1], before[0][1], "search_path is back");
+    assert_eq!(after[0][2], before[0][2], "on the same connection");
 }
 
 #[tokio::test]

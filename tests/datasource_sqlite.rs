@@ -68,6 +68,7 @@ fn query(sql: &str) -> Execute {
         read_only: true,
         max_rows: 10_000_000,
         timeout: Duration::from_secs(30),
+        may_change_session: false,
     }
 }
 

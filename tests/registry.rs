@@ -29,6 +29,7 @@ async fn one_value(reg: &Registry, spec: &DatasourceSpec, sql: &str) -> String {
         read_only: true,
         max_rows: 10,
         timeout: Duration::from_secs(5),
+        may_change_session: false,
     };
     match reg.execute(spec, exec).await.expect("execute") {
         Execution::Rows(mut rows) => {
@@ -111,6 +112,7 @@ async fn a_file_outside_the_roots_is_refused() {
         read_only: true,
         max_rows: 1,
         timeout: Duration::from_secs(5),
+        may_change_session: false,
     };
     let err = match reg.execute(&spec("ds_x", &outside, 1), exec).await {
         Err(e) => e,

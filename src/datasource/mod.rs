@@ -119,6 +119,12 @@ pub struct Execute {
     pub max_rows: u64,
     /// Server-side statement timeout and client-side deadline for the whole execution.
     pub timeout: Duration,
+    /// The statement calls functions outside the built-in safe list (ones an admin allowed,
+    /// whose bodies the gateway cannot see), so it may change session state the policy could not
+    /// rule out (variables, settings, locks). Drivers then reset the connection's session before
+    /// it serves anyone else. When false, the policy has refused every construct that changes
+    /// session state, and a read-only query's connection goes back to the pool as it is.
+    pub may_change_session: bool,
 }
 
 /// A result column: `type` is the database's own type name.

@@ -69,6 +69,12 @@ const READ_ONLY_COLUMN: usize = 5;
 /// [`SETUP_SQL`]'s columns with the settings pinned by [`STARTUP_OPTIONS`].
 const PINNED_COLUMNS: std::ops::Range<usize> = 6..10;
 
+/// After a statement calling functions the policy cannot see into (`may_change_session`):
+/// everything `DISCARD ALL` does except `DEALLOCATE ALL`, so the connection's prepared statements
+/// (its setup statement and cache) stay valid. `RESET ALL` goes back to [`STARTUP_OPTIONS`].
+const SESSION_CLEANUP: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES";
+
 /// Rows requested per portal fetch: small first so the first rows arrive quickly, doubling up to
 /// the maximum so long results need few round trips.
 const FIRST_BATCH: u64 = 128;
@@ -128,6 +134,8 @@ struct PgConn {
     pinned: Vec<String>,
     /// Set when the connection is in doubt; the pool then drops it instead of handing it out.
     broken: bool,
+    /// The checked address it is connected to, where its cancel requests go.
+    addr: SocketAddr,
 }
 
 impl Drop for PgConn {
@@ -216,6 +224,7 @@ impl managed::Manager for PgManager {
                 setup,
                 pinned,
                 broken: false,
+                addr,
             })
         };
         tokio::time::timeout(self.connect_timeout, connect)
@@ -508,6 +517,29 @@ impl ConnGuard {
     fn release(mut self) {
         drop(self.0.take());
     }
+
+    /// Returns the connection to the pool, first putting its session back with
+    /// [`SESSION_CLEANUP`] when the statement may have changed it; a connection whose cleanup
+    /// fails is discarded instead.
+    async fn release_after(mut self, may_change_session: bool) {
+        if may_change_session {
+            let cleaned = match self.conn() {
+                Some(conn) => matches!(
+                    tokio::time::timeout(
+                        CANCEL_TIMEOUT,
+                        conn.client.batch_execute(SESSION_CLEANUP)
+                    )
+                    .await,
+                    Ok(Ok(()))
+                ),
+                None => false,
+            };
+            if !cleaned {
+                return;
+            }
+        }
+        self.release();
+    }
 }
 
 impl Drop for ConnGuard {
@@ -605,14 +637,15 @@ async fn run(obj: Object<PgManager>, job: Job, head: HeadSender, rows: RowSender
             "no connection".into(),
         )))),
     };
+    let may_change_session = job.req.may_change_session;
     let result = match outcome {
         Ok(Ok(done)) => {
-            guard.release();
+            guard.release_after(may_change_session).await;
             Ok(done)
         }
         Ok(Err(f)) => {
             if f.clean {
-                guard.release();
+                guard.release_after(may_change_session).await;
             } else {
                 drop(guard);
             }
@@ -791,9 +824,11 @@ async fn drive_read_only_query(
         setup,
         pinned,
         broken,
+        addr,
         ..
     } = conn;
     let client: &Client = client;
+    let addr = *addr;
 
     // Both go out before either answer is awaited; the server runs them in order. Polling the
     // setup first puts its messages on the wire first.
@@ -820,7 +855,7 @@ async fn drive_read_only_query(
         if let (true, Ok((_, _, stream))) = (failure.repin, started) {
             // The statement ran under the moved settings: stop it and throw its rows away
             // before the session is reset and the statement runs again.
-            if !cancel_and_drain(client, Box::pin(stream)).await {
+            if !cancel_and_drain(client, addr, Box::pin(stream)).await {
                 return Err(Failure::discard(failure.error));
             }
         }
@@ -861,7 +896,7 @@ async fn drive_read_only_query(
     };
     // Stopped early while the server may still be producing rows. If the connection cannot be
     // brought back to idle in time, it is not used again.
-    if !cancel_and_drain(client, stream).await {
+    if !cancel_and_drain(client, addr, stream).await {
         *broken = true;
     }
     match error {
@@ -871,22 +906,104 @@ async fn drive_read_only_query(
 }
 
 /// Cancels the statement behind `stream` and reads what is left, so the connection is idle
-/// again. The cancel request has reached the server once `cancel_query` returns, so it cannot
-/// hit a later statement. False if this did not finish within `CANCEL_TIMEOUT`.
+/// again. False if this did not finish within `CANCEL_TIMEOUT`.
+///
+/// The cancel is confirmed ([`ConfirmedCancel`]) before the connection can run anything else:
+/// otherwise the server may act on it late, after this statement ended, and cancel the
+/// connection's next statement instead.
 async fn cancel_and_drain(
     client: &Client,
+    addr: SocketAddr,
     mut stream: Pin<Box<tokio_postgres::RowStream>>,
 ) -> bool {
     let token = client.cancel_token();
     let finish = async {
-        let _ = token.cancel_query(NoTls).await;
+        let confirmed = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+            token
+                .cancel_query_raw(ConfirmedCancel::new(tcp), NoTls)
+                .await
+                .ok()
+        };
+        if confirmed.await.is_none() {
+            return false;
+        }
         while let Some(r) = stream.next().await {
             if r.is_err() {
                 break;
             }
         }
+        true
     };
-    tokio::time::timeout(CANCEL_TIMEOUT, finish).await.is_ok()
+    tokio::time::timeout(CANCEL_TIMEOUT, finish)
+        .await
+        .unwrap_or(false)
+}
+
+/// The socket a cancel request is sent on, whose shutdown also waits for the server to close
+/// its side. tokio-postgres's `cancel_query` returns as soon as the request is written; the
+/// server closes the connection only after it has signalled the backend, so the end of the
+/// stream confirms the cancel was delivered.
+struct ConfirmedCancel {
+    tcp: tokio::net::TcpStream,
+    write_closed: bool,
+}
+
+impl ConfirmedCancel {
+    fn new(tcp: tokio::net::TcpStream) -> Self {
+        ConfirmedCancel {
+            tcp,
+            write_closed: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for ConfirmedCancel {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ConfirmedCancel {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::{Poll, ready};
+        use tokio::io::AsyncRead;
+        if !self.write_closed {
+            ready!(Pin::new(&mut self.tcp).poll_shutdown(cx))?;
+            self.write_closed = true;
+        }
+        // The server sends nothing on a cancel connection: read until it closes.
+        let mut scratch = [0u8; 64];
+        loop {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
 }
 
 /// "cached plan must not change result type": the table changed under a cached statement;
