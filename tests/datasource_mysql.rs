@@ -116,6 +116,7 @@ fn query(sql: &str) -> Execute {
         read_only: true,
         max_rows: 1_000_000,
         timeout: Duration::from_secs(30),
+        may_change_session: false,
     }
 }
 
@@ -370,6 +371,27 @@ async fn writes_on_a_read_write_datasource_commit_and_report_rows_affected() {
     ro.read_only = true;
     let err = pool.execute(ro).await.err().unwrap();
     assert!(matches!(err, ExecError::QueryFailed { .. }), "{err:?}");
+    // So is a write sent down the read-only query path (autocommit in a READ ONLY session)...
+    let err = pool
+        .execute(query("INSERT INTO t VALUES (4, 'y')"))
+        .await
+        .err()
+        .unwrap();
+    match &err {
+        ExecError::QueryFailed { sqlstate, .. } => assert_eq!(sqlstate.as_deref(), Some("25006")),
+        other => panic!("expected the server's refusal, got {other:?}"),
+    }
+    // ...while a write right after it, on a connection whose session is READ ONLY, still commits.
+    match pool.execute(write("UPDATE t SET v = 'd'")).await.unwrap() {
+        Execution::Affected { rows_affected } => assert_eq!(rows_affected, 2),
+        Execution::Rows(_) => panic!("a write reports rows affected"),
+    }
+    let n: Option<i64> = admin.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(
+        n,
+        Some(2),
+        "only the two rows of the read-write writes exist"
+    );
     admin.disconnect().await.unwrap();
 }
 
@@ -506,25 +528,81 @@ async fn an_empty_allow_list_refuses_loopback() {
     assert!(matches!(err, ExecError::NotAllowed(_)), "{err:?}");
 }
 
+const PINNED_SQL_MODE: &str =
+    "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION";
+
 #[tokio::test]
 async fn session_settings_are_pinned_and_nothing_carries_over_between_requests() {
     let f = Fixture::new().await;
     let pool = f.pool(1).await;
-    let (_, rows) = collect(&pool, query("SELECT @x := 5, @@sql_mode, @@time_zone")).await;
-    assert_eq!(rows[0][0], json!(5));
-    assert_eq!(
-        rows[0][1],
-        json!("STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION")
-    );
-    assert_eq!(rows[0][2], json!("+00:00"));
-    let (_, rows) = collect(&pool, query("SELECT @x, @@sql_mode, @@in_transaction")).await;
+    // What a function the policy cannot see into might do (the policy itself refuses `@x`).
+    let mut sneaky = query("SELECT @x := 5, @@sql_mode, @@time_zone, @@tx_read_only");
+    sneaky.may_change_session = true;
+    let (_, rows) = collect(&pool, sneaky).await;
+    assert_eq!(rows[0], json!([5, PINNED_SQL_MODE, "+00:00", 1]));
+    let (_, rows) = collect(&pool, query("SELECT @x, @@sql_mode, @@tx_read_only")).await;
     assert_eq!(rows[0][0], Value::Null, "user variables do not survive");
     assert_eq!(
         rows[0][1],
-        json!("STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION")
+        json!(PINNED_SQL_MODE),
+        "pinned again after the reset"
     );
-    assert_eq!(rows[0][2], json!(1), "statements run inside a transaction");
+    assert_eq!(rows[0][2], json!(1), "queries run read-only");
+    // After a read-write statement (reset too), the next query's session is set up again.
+    let mut rw = write("SELECT @y := 7");
+    rw.is_query = true;
+    let (_, rows) = collect(&pool, rw).await;
+    assert_eq!(rows[0], json!([7]));
+    let (_, rows) = collect(&pool, query("SELECT @y, @@sql_mode, @@tx_read_only")).await;
+    assert_eq!(rows[0], json!([null, PINNED_SQL_MODE, 1]));
     assert_eq!(pool.stats().size, 1, "the one connection was reused");
+}
+
+/// This connection's own command counters (MariaDB's `information_schema.SESSION_STATUS`).
+const COUNTERS: &str = "SELECT LOWER(VARIABLE_NAME), CAST(VARIABLE_VALUE AS SIGNED)      FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME IN      ('COM_STMT_PREPARE', 'COM_STMT_EXECUTE', 'COM_SET_OPTION', 'COM_ROLLBACK', 'COM_BEGIN')      ORDER BY VARIABLE_NAME";
+
+#[tokio::test]
+async fn a_repeated_read_only_query_is_one_round_trip_on_a_kept_session() {
+    let f = Fixture::new().await;
+    let pool = f.pool(1).await;
+    let counters = |rows: Vec<Value>| -> std::collections::BTreeMap<String, i64> {
+        rows.iter()
+            .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_i64().unwrap()))
+            .collect()
+    };
+    let (_, first) = collect(&pool, query(COUNTERS)).await;
+    let (_, second) = collect(&pool, query(COUNTERS)).await;
+    let (first, second) = (counters(first), counters(second));
+    assert_eq!(first.len(), 5, "{first:?}");
+    // The counters survived (no reset), and between the two only the statement itself ran:
+    // no setup (`SET`), no prepare (cached), no transaction to begin or roll back.
+    assert_eq!(
+        second["com_stmt_execute"],
+        first["com_stmt_execute"] + 1,
+        "{first:?} {second:?}"
+    );
+    for name in [
+        "com_stmt_prepare",
+        "com_set_option",
+        "com_rollback",
+        "com_begin",
+    ] {
+        assert_eq!(second[name], first[name], "{name}: {first:?} {second:?}");
+    }
+    // A different timeout changes the session's, with one setup round trip.
+    let mut other = query(COUNTERS);
+    other.timeout = Duration::from_secs(29);
+    let (_, third) = collect(&pool, other).await;
+    let third = counters(third);
+    assert!(
+        third["com_set_option"] > second["com_set_option"],
+        "{third:?}"
+    );
+    assert_eq!(
+        third["com_stmt_prepare"], second["com_stmt_prepare"],
+        "{third:?}"
+    );
+    assert_eq!(pool.stats().size, 1);
 }
 
 #[tokio::test]

@@ -1,11 +1,16 @@
 //! The MySQL/MariaDB driver: a bounded pool of service-account connections to the checked address,
-//! session pinning on every checkout, user SQL only through prepared statements inside a
-//! (read-only) transaction, rows streamed as JSON, and `KILL QUERY` from a dedicated connection
-//! whenever a statement must stop early (deadline, client gone, `max_rows`, size limit).
+//! pinned session settings, user SQL only through prepared statements, rows streamed as JSON, and
+//! `KILL QUERY` from a dedicated connection whenever a statement must stop early (deadline, client
+//! gone, `max_rows`, size limit).
+//!
+//! A read-only query is one round trip: it runs as an autocommit statement in a session set
+//! `READ ONLY` (with the pinned settings and its timeout, sent only when the connection's session
+//! is not already so), prepared from the connection's statement cache. Anything else runs inside
+//! an explicit transaction and is followed by `COM_RESET_CONNECTION`, as is a query calling
+//! functions the policy cannot see into (`Execute::may_change_session`).
 //!
 //! The pool is our own rather than mysql_async's: every new physical connection re-runs the SSRF
 //! check (`resolve_checked`), and a connection in an unknown state is never handed out again.
-//! Released connections get `COM_RESET_CONNECTION`, and the session is pinned again at checkout.
 //!
 //! Value mapping notes: DATETIME is `YYYY-MM-DDTHH:MM:SS[.ffffff]`, TIMESTAMP the same with `Z`
 //! (read in the pinned UTC session), TIME a signed duration `[-]HHH:MM:SS[.ffffff]`; MySQL's JSON
@@ -34,7 +39,8 @@ use super::{
 };
 use crate::encode::RowWriter;
 
-/// Pinned on every checkout (COM_RESET_CONNECTION on release wipes session variables): the SQL
+/// Pinned whenever a connection's session is not known to be set up (new, or after
+/// `COM_RESET_CONNECTION`, which wipes session variables): the SQL
 /// policy's parser assumes backslash escapes and double-quoted strings (no ANSI_QUOTES,
 /// no NO_BACKSLASH_ESCAPES); timestamps are read in UTC; text is utf8mb4.
 const PIN_SESSION: &str = "SET NAMES utf8mb4, \
@@ -44,6 +50,11 @@ const PIN_SESSION: &str = "SET NAMES utf8mb4, \
 /// Rows buffered between the connection task and the consumer: small, so a slow client slows
 /// the server read instead of filling memory.
 const ROW_BUFFER: usize = 64;
+
+/// Prepared statements kept per connection (the oldest is closed on the server past this), so a
+/// repeated query skips its prepare round trip. Bounded well under the server's
+/// `max_prepared_stmt_count` (16,382 by default) for a full pool: 32 × 32 connections = 1,024.
+const STATEMENT_CACHE_SIZE: usize = 32;
 
 /// How long our own housekeeping commands (KILL, ROLLBACK, reset, schema) may take.
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,9 +97,33 @@ struct Target {
     password: Secret,
 }
 
+/// What our own setup left in a connection's session, so a read-only query skips the setup
+/// round trip when nothing needs changing. `COM_RESET_CONNECTION` wipes it all (the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Session {
+    /// [`PIN_SESSION`] applied.
+    pinned: bool,
+    /// The statement timeout last set.
+    timeout: Option<Duration>,
+    /// `SET SESSION TRANSACTION READ ONLY` applied: autocommit statements run read-only.
+    read_only: bool,
+}
+
+impl Session {
+    /// Set up for read-only queries with this statement timeout.
+    fn read_only(timeout: Duration) -> Session {
+        Session {
+            pinned: true,
+            timeout: Some(timeout),
+            read_only: true,
+        }
+    }
+}
+
 struct Idle {
     conn: Conn,
     flavor: Flavor,
+    session: Session,
     since: Instant,
 }
 
@@ -116,6 +151,7 @@ pub struct MysqlPool {
 struct PooledConn {
     conn: Option<Conn>,
     flavor: Flavor,
+    session: Session,
     id: u32,
     /// Came from the idle list (so a broken socket is worth one retry with a fresh connection).
     reused: bool,
@@ -361,6 +397,7 @@ impl Inner {
                 .pass(Some(t.password.expose().to_owned()))
                 .db_name((!t.database.is_empty()).then(|| t.database.clone()))
                 .prefer_socket(false)
+                .stmt_cache_size(STATEMENT_CACHE_SIZE)
                 .tcp_nodelay(true);
             let mut conn = Conn::new(opts).await.map_err(|e| match e {
                 // A refused login is the datasource being unusable, not a statement failing.
@@ -409,6 +446,7 @@ impl Inner {
         let mut pc = PooledConn {
             conn: None,
             flavor: Flavor::MySql,
+            session: Session::default(),
             id: 0,
             reused: false,
             inner: self.clone(),
@@ -417,6 +455,7 @@ impl Inner {
         if let Some(idle) = self.take_idle() {
             pc.id = idle.conn.id();
             pc.flavor = idle.flavor;
+            pc.session = idle.session;
             pc.conn = Some(idle.conn);
             pc.reused = true;
             return Ok(pc);
@@ -431,6 +470,7 @@ impl Inner {
         self.size.fetch_add(1, Ordering::AcqRel);
         pc.id = conn.id();
         pc.flavor = flavor;
+        pc.session = Session::default();
         pc.conn = Some(conn);
         pc.reused = false;
         Ok(())
@@ -459,7 +499,7 @@ impl Inner {
         };
         if reset {
             match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, conn.reset()).await {
-                Ok(Ok(true)) => {}
+                Ok(Ok(true)) => pc.session = Session::default(),
                 // Unsupported (very old server) or failed: do not reuse.
                 _ => {
                     self.size.fetch_sub(1, Ordering::AcqRel);
@@ -471,6 +511,7 @@ impl Inner {
             Ok(mut idle) => idle.push(Idle {
                 conn,
                 flavor: pc.flavor,
+                session: pc.session,
                 since: Instant::now(),
             }),
             Err(_) => {
@@ -547,6 +588,23 @@ async fn bounded<T>(
     }
 }
 
+/// A started statement's rows, borrowed from its connection.
+type BinaryResult<'c> = mysql_async::QueryResult<'c, 'static, mysql_async::BinaryProtocol>;
+
+/// Why a statement did not start.
+enum Start {
+    /// The connection failed before the statement could have run: worth one more try on a
+    /// fresh connection when it came from the idle list.
+    Dead(mysql_async::Error),
+    /// The connection went with an earlier failure.
+    Lost,
+    /// The server refused our own setup.
+    Setup(mysql_async::Error),
+    /// The statement failed (prepare, params, execute); the connection is usable.
+    Statement(ExecError),
+    Stopped(Stop),
+}
+
 /// One statement's life on its connection.
 struct Job {
     inner: Arc<Inner>,
@@ -604,27 +662,17 @@ impl Job {
             Err(Stop::Deadline) => return self.fail(ExecError::Timeout(self.req.timeout)).await,
         };
 
-        // Session pinning and the transaction, in one round trip of our own trusted text.
-        let begin = if self.req.read_only {
-            "START TRANSACTION READ ONLY"
-        } else {
-            "START TRANSACTION READ WRITE"
-        };
-        for attempt in 0..2 {
-            let setup = format!(
-                "{PIN_SESSION}, {}; {begin}",
-                pc.flavor.timeout_setting(self.req.timeout)
-            );
-            let r = match pc.conn() {
-                Ok(conn) => bounded(&self.tx, self.deadline, conn.query_drop(setup)).await,
-                Err(e) => return self.fail(e).await,
-            };
-            match r {
-                Ok(Ok(())) => break,
-                // A stale idle connection: one more try on a fresh one.
-                Ok(Err(e))
-                    if attempt == 0 && pc.reused && !matches!(e, mysql_async::Error::Server(_)) =>
-                {
+        // Setup (when needed), prepare (from the connection's statement cache when it has run
+        // before) and execute. A reused connection that turns out to be dead before the statement
+        // reached the server gets one more try on a fresh one.
+        let mut attempt = 0;
+        let (id, stmt, mut result) = loop {
+            attempt += 1;
+            let (id, reused) = (pc.id, pc.reused);
+            self.conn_id = Some(id);
+            match self.start(&mut pc).await {
+                Ok((stmt, result)) => break (id, stmt, result),
+                Err(Start::Dead(_)) if attempt == 1 && reused => {
                     if let Some(old) = pc.conn.take() {
                         inner.size.fetch_sub(1, Ordering::AcqRel);
                         drop(old);
@@ -635,64 +683,24 @@ impl Job {
                         Err(stop) => return self.abort(pc, stop).await,
                     }
                 }
-                Ok(Err(e)) => {
+                Err(Start::Lost) => {
+                    return self
+                        .fail(ExecError::Unavailable("the connection was lost".into()))
+                        .await;
+                }
+                Err(Start::Dead(e)) | Err(Start::Setup(e)) => {
                     let e = inner.map_err(e, self.req.timeout);
                     return self.fail(e).await;
                 }
-                Err(stop) => return self.abort(pc, stop).await,
+                Err(Start::Statement(e)) => return self.fail_and_rollback(pc, e).await,
+                Err(Start::Stopped(stop)) => return self.abort(pc, stop).await,
             }
-        }
-
-        self.conn_id = Some(pc.id);
-
-        // Prepare (single statement by protocol) and check the params.
-        let sql = self.req.sql.clone();
-        let stmt = match pc.conn() {
-            Ok(conn) => bounded(&self.tx, self.deadline, conn.prep(sql)).await,
-            Err(e) => return self.fail(e).await,
-        };
-        let stmt = match stmt {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let e = inner.map_err(e, self.req.timeout);
-                return self.fail_and_rollback(pc, e).await;
-            }
-            Err(stop) => return self.abort(pc, stop).await,
-        };
-        let params = match to_params(&self.req.params, usize::from(stmt.num_params())) {
-            Ok(p) => p,
-            Err(e) => return self.fail_and_rollback(pc, e).await,
-        };
-        let kinds = match stmt
-            .columns()
-            .iter()
-            .map(ColKind::of)
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(k) => k,
-            Err(e) => return self.fail_and_rollback(pc, e).await,
-        };
-
-        let id = pc.id;
-        let Some(conn) = pc.conn.as_mut() else {
-            return self
-                .fail(ExecError::Unavailable("the connection was lost".into()))
-                .await;
-        };
-        let mut result = match bounded(&self.tx, self.deadline, conn.exec_iter(&stmt, params)).await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                let e = inner.map_err(e, self.req.timeout);
-                return self.fail_and_rollback(pc, e).await;
-            }
-            Err(stop) => return self.abort(pc, stop).await,
         };
 
         if !self.req.is_query {
             let dropped = bounded(&self.tx, self.deadline, result.drop_result()).await;
             let affected = match dropped {
-                Ok(Ok(())) => conn.affected_rows(),
+                Ok(Ok(())) => pc.conn.as_ref().map_or(0, Conn::affected_rows),
                 Ok(Err(e)) => {
                     let e = inner.map_err(e, self.req.timeout);
                     return self.fail_and_rollback(pc, e).await;
@@ -705,7 +713,7 @@ impl Job {
             if let Some(head) = self.head.take() {
                 let _ = head.send(Ok(Head::Affected(affected)));
             }
-            return inner.release(pc, true).await;
+            return inner.release(pc, self.reset_after()).await;
         }
 
         // The result's own metadata is authoritative (the prepared one may be cached).
@@ -720,7 +728,13 @@ impl Job {
                     }
                 }
             }
-            _ => kinds,
+            _ => match stmt.columns().iter().map(ColKind::of).collect() {
+                Ok(k) => k,
+                Err(e) => {
+                    drop(result);
+                    return self.fail_discard(pc, id, e).await;
+                }
+            },
         };
         let columns = kinds
             .iter()
@@ -805,11 +819,100 @@ impl Job {
         // The stream ends here for the consumer; the reset happens after.
         let (closed_tx, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.tx, closed_tx));
-        inner.release(pc, true).await;
+        inner.release(pc, self.reset_after()).await;
     }
 
-    /// Ends the transaction: COMMIT for read-write, ROLLBACK for read-only.
+    /// A read-only query runs on its own, as an autocommit statement in a session set
+    /// `READ ONLY`: one round trip once the session is set up and the statement prepared. Anything
+    /// else runs inside an explicit transaction, which the setup opens and [`Job::finish`] ends.
+    fn autocommit(&self) -> bool {
+        self.req.read_only && self.req.is_query
+    }
+
+    /// Whether the connection's session is reset (`COM_RESET_CONNECTION`) before it goes back
+    /// to the pool: after anything but a read-only query, and after a query calling functions
+    /// whose bodies the policy could not see. A read-only query otherwise leaves nothing behind:
+    /// the policy refused variables, `SET`, locking functions and `LAST_INSERT_ID`, and the
+    /// read-only session refuses temporary tables and every write.
+    fn reset_after(&self) -> bool {
+        !self.autocommit() || self.req.may_change_session
+    }
+
+    /// The setup this statement needs on this connection, if any: our own trusted text.
+    fn setup_sql(&self, pc: &PooledConn) -> Option<String> {
+        let timeout = pc.flavor.timeout_setting(self.req.timeout);
+        if self.autocommit() {
+            if pc.session == Session::read_only(self.req.timeout) {
+                return None;
+            }
+            return Some(format!(
+                "{PIN_SESSION}, {timeout}; SET SESSION TRANSACTION READ ONLY"
+            ));
+        }
+        let begin = if self.req.read_only {
+            "START TRANSACTION READ ONLY"
+        } else {
+            "START TRANSACTION READ WRITE"
+        };
+        Some(format!("{PIN_SESSION}, {timeout}; {begin}"))
+    }
+
+    /// Sets the session up when needed, prepares the statement and starts executing it.
+    async fn start<'c>(
+        &self,
+        pc: &'c mut PooledConn,
+    ) -> Result<(mysql_async::Statement, BinaryResult<'c>), Start> {
+        let setup = self.setup_sql(pc);
+        let Some(conn) = pc.conn.as_mut() else {
+            return Err(Start::Lost);
+        };
+        let sent_setup = setup.is_some();
+        if let Some(setup) = setup {
+            match bounded(&self.tx, self.deadline, conn.query_drop(setup)).await {
+                Ok(Ok(())) => {
+                    pc.session = if self.autocommit() {
+                        Session::read_only(self.req.timeout)
+                    } else {
+                        // The explicit transaction's mode overrides the session's; the session
+                        // is reset when the statement ends.
+                        Session::default()
+                    };
+                }
+                Ok(Err(e @ mysql_async::Error::Server(_))) => return Err(Start::Setup(e)),
+                Ok(Err(e)) => return Err(Start::Dead(e)),
+                Err(stop) => return Err(Start::Stopped(stop)),
+            }
+        }
+        // Without a setup round trip, a dead connection first shows here; a read-only
+        // statement that may or may not have reached the server is safe to run again.
+        let retry_ok = !sent_setup && self.autocommit();
+        let failed = |e: mysql_async::Error| match e {
+            e @ mysql_async::Error::Server(_) => {
+                Start::Statement(self.inner.map_err(e, self.req.timeout))
+            }
+            e if retry_ok => Start::Dead(e),
+            e => Start::Statement(self.inner.map_err(e, self.req.timeout)),
+        };
+        let stmt = match bounded(&self.tx, self.deadline, conn.prep(self.req.sql.as_str())).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(failed(e)),
+            Err(stop) => return Err(Start::Stopped(stop)),
+        };
+        let params = to_params(&self.req.params, usize::from(stmt.num_params()))
+            .map_err(Start::Statement)?;
+        match bounded(&self.tx, self.deadline, conn.exec_iter(&stmt, params)).await {
+            Ok(Ok(r)) => Ok((stmt, r)),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(stop) => Err(Start::Stopped(stop)),
+        }
+    }
+
+    /// Ends the transaction: COMMIT for read-write, ROLLBACK for read-only; nothing to end for
+    /// an autocommit statement.
     async fn finish(&mut self, pc: &mut PooledConn) -> Result<(), ExecError> {
+        if self.autocommit() {
+            return Ok(());
+        }
         let end = if self.req.read_only {
             "ROLLBACK"
         } else {
@@ -827,6 +930,10 @@ impl Job {
     /// A statement error before any row: roll back and keep the connection if that works.
     async fn fail_and_rollback(&mut self, mut pc: PooledConn, e: ExecError) {
         self.fail(e).await;
+        if self.autocommit() {
+            // Nothing to roll back: the failed statement was its own transaction.
+            return self.inner.release(pc, self.reset_after()).await;
+        }
         let rolled_back = match pc.conn.as_mut() {
             Some(conn) => matches!(
                 tokio::time::timeout(HOUSEKEEPING_TIMEOUT, conn.query_drop("ROLLBACK")).await,
@@ -835,7 +942,7 @@ impl Job {
             None => false,
         };
         if rolled_back {
-            self.inner.release(pc, true).await;
+            self.inner.release(pc, self.reset_after()).await;
         }
     }
 
