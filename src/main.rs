@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: the request path allocates many small short-lived buffers
+/// (headers, JSON, rows), which glibc served with ~12% of the gateway's CPU in bench/run's
+/// profile (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = sluice::cli::Cli::parse();
     // Big (lazily committed) thread stacks let the SQL policy check deep statements in place
