@@ -323,7 +323,11 @@ async fn max_rows_cuts_the_result_and_reports_truncation_only_when_more_rows_exi
 async fn a_million_rows_stream_through_as_they_arrive() {
     let f = Fixture::new().await;
     let pool = f.pool(2).await;
-    let mut stream = rows_of(pool.execute(query(MILLION)).await.unwrap());
+    // A debug build on a busy 2-core machine needs most of the default 30 s; this test is about
+    // streaming, not speed.
+    let mut million = query(MILLION);
+    million.timeout = Duration::from_secs(180);
+    let mut stream = rows_of(pool.execute(million).await.unwrap());
     let mut count = 0u64;
     let mut sum = 0u64;
     while let Some(r) = stream.next().await {
