@@ -472,6 +472,42 @@ async fn a_cancel_after_truncation_never_reaches_the_connections_next_statement(
 }
 
 #[tokio::test]
+async fn a_repeated_read_only_query_goes_out_alone_on_a_session_already_set_up() {
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    // The backend's local transaction counter: the setup statement is a transaction of its own.
+    let q = query(
+        "SELECT split_part(virtualtransaction, '/', 2)::int FROM pg_locks \
+         WHERE pid = pg_backend_pid() AND locktype = 'virtualxid'",
+    );
+    let lxid = |r: Rows| r.rows[0][0].as_i64().expect("a number");
+    let a = lxid(rows(&pool, q.clone()).await.unwrap());
+    let b = lxid(rows(&pool, q.clone()).await.unwrap());
+    assert_eq!(b - a, 1, "only the query's own transaction ran");
+    let mut other_timeout = q.clone();
+    other_timeout.timeout = Duration::from_secs(9);
+    let c = lxid(rows(&pool, other_timeout).await.unwrap());
+    assert_eq!(
+        c - b,
+        2,
+        "a new timeout: the setup statement, then the query"
+    );
+    // Any other statement may change the session: the next query is set up and checked again.
+    let mut in_transaction = q.clone();
+    in_transaction.read_only = false;
+    let d = lxid(rows(&pool, in_transaction).await.unwrap());
+    let e = lxid(rows(&pool, q.clone()).await.unwrap());
+    assert_eq!(e - d, 2, "set up again after a statement in a transaction");
+    let mut opaque = q.clone();
+    opaque.may_change_session = true;
+    rows(&pool, opaque).await.unwrap();
+    let g = lxid(rows(&pool, q.clone()).await.unwrap());
+    let h = lxid(rows(&pool, q).await.unwrap());
+    assert_eq!(h - g, 1, "and alone again once set up");
+    assert_eq!(pool.stats().size, 1);
+}
+
+#[tokio::test]
 async fn a_million_rows_stream_as_they_arrive() {
     let f = fixture("").await;
     let pool = pool(&f).await;

@@ -136,6 +136,10 @@ struct PgConn {
     broken: bool,
     /// The checked address it is connected to, where its cancel requests go.
     addr: SocketAddr,
+    /// Set when a verified [`SETUP_SQL`] left the session ready for read-only queries with this
+    /// timeout and only policy-checked read-only queries of built-in functions ran since: the
+    /// next such query with the same timeout then goes out without the setup statement.
+    ready_for: Option<Duration>,
 }
 
 impl Drop for PgConn {
@@ -225,6 +229,7 @@ impl managed::Manager for PgManager {
                 pinned,
                 broken: false,
                 addr,
+                ready_for: None,
             })
         };
         tokio::time::timeout(self.connect_timeout, connect)
@@ -825,15 +830,24 @@ async fn drive_read_only_query(
         pinned,
         broken,
         addr,
+        ready_for,
         ..
     } = conn;
     let client: &Client = client;
     let addr = *addr;
 
     // Both go out before either answer is awaited; the server runs them in order. Polling the
-    // setup first puts its messages on the wire first.
+    // setup first puts its messages on the wire first. A session already set up the same way
+    // needs no setup: the query is then the only message.
     let setup_params: [&(dyn ToSql + Sync); 2] = [&ms, &"on"];
-    let setup_done = client.query_one(&*setup, &setup_params);
+    let needs_setup = *ready_for != Some(req.timeout);
+    *ready_for = None;
+    let setup_done = async {
+        match needs_setup {
+            true => Some(client.query_one(&*setup, &setup_params).await),
+            false => None,
+        }
+    };
     let started = async {
         let stmt = statements.prepare(client, &req.sql).await.map_err(&db)?;
         let decoders = column_decoders(&stmt)?;
@@ -847,9 +861,12 @@ async fn drive_read_only_query(
     let (setup_done, started) = futures::join!(setup_done, started);
     // A connection whose setup failed or whose settings moved is not trusted again, whatever
     // the statement did.
-    let verified = setup_done
-        .map_err(|e| SetupError::Failed(db(e)))
-        .and_then(|row| verify_setup(&row, pinned, false));
+    let verified = match setup_done {
+        Some(done) => done
+            .map_err(|e| SetupError::Failed(db(e)))
+            .and_then(|row| verify_setup(&row, pinned, false)),
+        None => Ok(()),
+    };
     if let Err(e) = verified {
         let failure = e.into_failure();
         if let (true, Ok((_, _, stream))) = (failure.repin, started) {
@@ -860,6 +877,12 @@ async fn drive_read_only_query(
             }
         }
         return Err(failure);
+    }
+    // Nothing in a policy-checked query of built-in functions can change the session (the
+    // policy refuses set_config, advisory locks and the like; `run` resets the session after
+    // the others).
+    if !req.may_change_session {
+        *ready_for = Some(req.timeout);
     }
     let (stmt, decoders, stream) = match started {
         Ok(started) => started,
@@ -1033,8 +1056,11 @@ async fn drive_in_transaction(
         statements,
         setup,
         pinned,
+        ready_for,
         ..
     } = conn;
+    // The setup below changes the session's defaults, and the statement may too.
+    *ready_for = None;
     let db = |e: tokio_postgres::Error| map_error(e, &job.password, req.timeout);
 
     // Round trip 1: BEGIN (READ ONLY).
