@@ -362,18 +362,19 @@ async fn buffered_json(
     ds_json: serde_json::Value,
     request_id: String,
 ) -> Response {
-    let mut buf = Vec::with_capacity(4096);
-    buf.extend_from_slice(b"{\"columns\":");
-    let _ = serde_json::to_writer(&mut buf, &rows.columns);
-    buf.extend_from_slice(b",\"rows\":[");
+    let mut buf = Chunks::default();
+    let head = serde_json::to_vec(&rows.columns).unwrap_or_default();
+    buf.push(b"{\"columns\":");
+    buf.push(&head);
+    buf.push(b",\"rows\":[");
     let mut n: u64 = 0;
     while let Some(row) = rows.next().await {
         match row {
             Ok(bytes) => {
                 if n > 0 {
-                    buf.push(b',');
+                    buf.push(b",");
                 }
-                buf.extend_from_slice(&bytes);
+                buf.push(&bytes);
                 n += 1;
             }
             Err(e) => {
@@ -392,7 +393,7 @@ async fn buffered_json(
     if let Err(e) = state.audit.record(attempt.rec).await {
         return audit_failed(e);
     }
-    buf.extend_from_slice(b"],");
+    buf.push(b"],");
     let tail = json!({
         "row_count": n,
         "truncated": truncated,
@@ -402,8 +403,51 @@ async fn buffered_json(
     });
     let tail = serde_json::to_vec(&tail).unwrap_or_default();
     // Splice the tail object's fields after the rows: drop its opening brace.
-    buf.extend_from_slice(tail.get(1..).unwrap_or_default());
-    ([(header::CONTENT_TYPE, "application/json")], buf).into_response()
+    buf.push(tail.get(1..).unwrap_or_default());
+    let (chunks, len) = buf.finish();
+    let body = Body::from_stream(futures::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A buffered answer kept as a list of chunks of at most [`CHUNK_BYTES`] instead of one
+/// growing buffer: growing one buffer reallocates and copies, which with mimalloc briefly held
+/// two copies of a large answer (bench/run: +146 MiB for a 87 MB answer).
+#[derive(Default)]
+struct Chunks {
+    done: Vec<Bytes>,
+    current: BytesMut,
+    len: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, bytes: &[u8]) {
+        if !self.current.is_empty() && self.current.len() + bytes.len() > CHUNK_BYTES {
+            let full = std::mem::replace(&mut self.current, BytesMut::with_capacity(CHUNK_BYTES));
+            self.done.push(full.freeze());
+        }
+        if self.current.capacity() == 0 {
+            self.current.reserve(CHUNK_BYTES.max(bytes.len()));
+        }
+        self.current.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// The chunks in order and their total length.
+    fn finish(mut self) -> (Vec<Bytes>, usize) {
+        if !self.current.is_empty() {
+            self.done.push(self.current.freeze());
+        }
+        (self.done, self.len)
+    }
 }
 
 /// Rows written per chunk at most before the chunk is handed to the connection.
