@@ -156,11 +156,10 @@ class RssSampler:
 
 
 def db_cpu_secs(kind):
-    """CPU time of the database server so far: every postgres process (backends included),
-    or the one mariadbd. Backends that exit between two samples drop out, so sample while the
-    measured connections are open."""
+    """CPU time of the database server so far, per process: every postgres process (backends
+    included), or the one mariadbd. Subtract two samples with `db_cpu_delta`."""
     names = ("postgres",) if kind == "postgres" else ("mariadbd", "mysqld")
-    total = 0.0
+    total = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -168,10 +167,17 @@ def db_cpu_secs(kind):
             with open(f"/proc/{pid}/comm") as f:
                 if f.read().strip() not in names:
                     continue
-            total += proc_cpu_secs(pid)
+            total[pid] = proc_cpu_secs(pid)
         except OSError:
             continue
     return total
+
+
+def db_cpu_delta(before, after):
+    """The database CPU spent between two `db_cpu_secs` samples. A backend that exited in
+    between (say a pool closing its idle connections) is left out rather than subtracted, which
+    made some figures negative when they were plain sums."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def fuzzer_running():
@@ -373,7 +379,7 @@ def wrk(gw, app, sql, lo, hi, clients, secs, token=None, method="POST", path=Non
     res["p50_ms"] = res["p50_us"] / 1000
     res["p99_ms"] = res["p99_us"] / 1000
     res["cpu_us"] = (cpu1 - cpu0) * 1e6 / n if n else None
-    res["db_cpu_us"] = (db1 - db0) * 1e6 / n if n and kind else None
+    res["db_cpu_us"] = db_cpu_delta(db0, db1) * 1e6 / n if n and kind else None
     res["failed"] = sum(res["errors"].values())
     return res
 
@@ -403,7 +409,7 @@ def direct(*args, kind=None):
         time.sleep(WARMUP + 0.1)
         db0 = db_cpu_secs(kind)
         time.sleep(SECS - 0.2)
-        db = db_cpu_secs(kind) - db0
+        db = db_cpu_delta(db0, db_cpu_secs(kind))
     out, err = proc.communicate()
     r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     if r.returncode != 0:
