@@ -23,6 +23,7 @@ pub struct Metrics {
     audit_batches: Gauge,
     audit_records: Gauge,
     audit_failed: Gauge,
+    audit_failed_checkpoints: Gauge,
     audit_queue: Gauge,
 }
 
@@ -53,6 +54,7 @@ impl Metrics {
         let audit_batches = Gauge::default();
         let audit_records = Gauge::default();
         let audit_failed = Gauge::default();
+        let audit_failed_checkpoints = Gauge::default();
         let audit_queue = Gauge::default();
         registry.register(
             "queries",
@@ -102,6 +104,11 @@ impl Metrics {
             audit_failed.clone(),
         );
         registry.register(
+            "audit_failed_checkpoints",
+            "Checkpoints of the store's WAL that failed (the WAL then grows until one succeeds)",
+            audit_failed_checkpoints.clone(),
+        );
+        registry.register(
             "audit_queue",
             "Audit records waiting to be written",
             audit_queue.clone(),
@@ -118,6 +125,7 @@ impl Metrics {
             audit_batches,
             audit_records,
             audit_failed,
+            audit_failed_checkpoints,
             audit_queue,
         }
     }
@@ -166,9 +174,41 @@ impl Metrics {
         self.audit_batches.set(audit.committed_batches as i64);
         self.audit_records.set(audit.committed_records as i64);
         self.audit_failed.set(audit.failed_records as i64);
+        self.audit_failed_checkpoints
+            .set(audit.failed_checkpoints as i64);
         self.audit_queue.set(audit_queue as i64);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditStats;
+
+    #[test]
+    fn the_audit_writer_counters_are_exposed_under_their_names() {
+        let m = Metrics::new();
+        let stats = AuditStats {
+            committed_batches: 4,
+            committed_records: 9,
+            failed_records: 1,
+            failed_checkpoints: 2,
+        };
+        let out = m.render(&[], &stats, 5);
+        for line in [
+            "sluice_audit_committed_batches 4",
+            "sluice_audit_committed_records 9",
+            "sluice_audit_failed_records 1",
+            "sluice_audit_failed_checkpoints 2",
+            "sluice_audit_queue 5",
+        ] {
+            assert!(
+                out.lines().any(|l| l == line),
+                "{line} missing from:\n{out}"
+            );
+        }
     }
 }

@@ -62,6 +62,8 @@ pub struct AuditStats {
     pub committed_records: u64,
     /// Records that could not be written (each was reported to its caller, or to shutdown).
     pub failed_records: u64,
+    /// WAL checkpoints that failed (logged; the WAL grows until one succeeds).
+    pub failed_checkpoints: u64,
 }
 
 #[derive(Default)]
@@ -69,6 +71,7 @@ struct Counters {
     committed_batches: AtomicU64,
     committed_records: AtomicU64,
     failed_records: AtomicU64,
+    failed_checkpoints: AtomicU64,
     /// Failed records queued without waiting: nobody else can be told, so shutdown reports them.
     unreported_failures: AtomicU64,
 }
@@ -139,7 +142,7 @@ impl AuditWriter {
             .enable_time()
             .build()
             .map_err(AuditError::Start)?;
-        let checkpoints = Checkpointer::start(path)?;
+        let checkpoints = Checkpointer::start(path, counters.clone())?;
         let batcher = Batcher {
             conn,
             max_batch: settings.max_batch.max(1),
@@ -221,6 +224,7 @@ impl AuditWriter {
             committed_batches: self.counters.committed_batches.load(Ordering::Relaxed),
             committed_records: self.counters.committed_records.load(Ordering::Relaxed),
             failed_records: self.counters.failed_records.load(Ordering::Relaxed),
+            failed_checkpoints: self.counters.failed_checkpoints.load(Ordering::Relaxed),
         }
     }
 
@@ -267,7 +271,7 @@ impl Drop for Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, AuditError> {
+    fn start(path: &Path, counters: Arc<Counters>) -> Result<Checkpointer, AuditError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -278,6 +282,7 @@ impl Checkpointer {
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::warn!(error = %e, "audit WAL checkpoint failed");
+                        counters.failed_checkpoints.fetch_add(1, Ordering::Relaxed);
                     }
                 };
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
