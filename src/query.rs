@@ -313,10 +313,7 @@ async fn query(
         read_only: ds.policy.access == Access::ReadOnly,
         max_rows,
         timeout: Duration::from_millis(timeout_ms),
-        may_change_session: checked
-            .functions
-            .iter()
-            .any(|f| !crate::policy::is_builtin(ds.kind, f)),
+        may_change_session: checked.calls_user_functions,
     };
     let ds_json = json!({"id": ds.id, "name": ds.name});
     let outcome = state.registry.execute(&ds.spec, exec).await;

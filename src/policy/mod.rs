@@ -69,6 +69,9 @@ pub struct Checked {
     pub tables: Vec<String>,
     /// Normalised names of the functions it calls (table functions included).
     pub functions: Vec<String>,
+    /// It calls a function outside the built-in list (one an admin allowed): its body may change
+    /// session state the policy cannot see.
+    pub calls_user_functions: bool,
     /// Number of distinct placeholders (`$1..$n` on postgres, `?` on mysql and sqlite).
     pub param_count: usize,
 }
@@ -142,6 +145,7 @@ fn check_on_big_stack(
         class: facts.class,
         tables: facts.tables,
         functions: facts.functions,
+        calls_user_functions: facts.calls_user_functions,
         param_count: facts.param_count,
     })
 }

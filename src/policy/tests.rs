@@ -700,6 +700,7 @@ fn a_built_in_name_qualified_with_the_datasource_schema_is_a_user_function() {
         &ScopePolicy::default(),
     );
     assert_eq!(c.functions, vec!["lower"]);
+    assert!(!c.calls_user_functions);
     let allowed = ScopePolicy {
         extra_functions: vec!["public.lower".into()],
         ..ScopePolicy::default()
@@ -715,6 +716,7 @@ fn a_built_in_name_qualified_with_the_datasource_schema_is_a_user_function() {
             .iter()
             .any(|f| !is_builtin(DatasourceKind::Postgres, f))
     );
+    assert!(c.calls_user_functions);
 }
 
 #[test]

@@ -27,6 +27,8 @@ pub struct Facts {
     pub class: StatementClass,
     pub tables: Vec<String>,
     pub functions: Vec<String>,
+    /// Some call is to a function outside the built-in list.
+    pub calls_user_functions: bool,
     pub param_count: usize,
 }
 
@@ -47,6 +49,7 @@ pub fn inspect(
         table_functions: Vec::new(),
         tables: Vec::new(),
         functions: Vec::new(),
+        calls_user_functions: false,
         positional: 0,
         numbered: BTreeSet::new(),
     };
@@ -74,6 +77,7 @@ pub fn inspect(
         class,
         tables: walker.tables,
         functions: walker.functions,
+        calls_user_functions: walker.calls_user_functions,
         param_count,
     })
 }
@@ -112,6 +116,7 @@ struct Walker<'a> {
     table_functions: Vec<*const ObjectName>,
     tables: Vec<String>,
     functions: Vec<String>,
+    calls_user_functions: bool,
     positional: usize,
     numbered: BTreeSet<u64>,
 }
@@ -278,6 +283,7 @@ impl Walker<'_> {
                 None => base,
             });
         }
+        self.calls_user_functions |= !builtin;
         // Recorded so that a user-defined function never passes for the built-in it shadows.
         let recorded = match qualifier {
             Some(q) if !builtin => format!("{q}.{base}"),
