@@ -783,7 +783,27 @@ enum Take {
     Stop(Option<ExecError>),
 }
 
-impl RowSink<'_> {
+impl<'a> RowSink<'a> {
+    /// A sink for `stmt`'s rows, none taken yet; the columns go out with the first row.
+    fn new(
+        job: &'a Job,
+        stmt: &'a Statement,
+        decoders: &'a [Decoder],
+        head: &'a mut Option<HeadSender>,
+        rows: &'a RowSender,
+    ) -> Self {
+        RowSink {
+            job,
+            stmt,
+            decoders,
+            head,
+            rows,
+            columns: Some(result_columns(stmt)),
+            fetched: 0,
+            bytes: 0,
+        }
+    }
+
     async fn take(&mut self, row: &tokio_postgres::Row) -> Result<Take, Failure> {
         self.fetched += 1;
         if self.fetched > self.job.req.max_rows {
@@ -843,9 +863,10 @@ async fn drive_read_only_query(
     let needs_setup = *ready_for != Some(req.timeout);
     *ready_for = None;
     let setup_done = async {
-        match needs_setup {
-            true => Some(client.query_one(&*setup, &setup_params).await),
-            false => None,
+        if needs_setup {
+            Some(client.query_one(&*setup, &setup_params).await)
+        } else {
+            None
         }
     };
     let started = async {
@@ -893,16 +914,7 @@ async fn drive_read_only_query(
         }
     };
 
-    let mut sink = RowSink {
-        job,
-        stmt: &stmt,
-        decoders: &decoders,
-        head,
-        rows,
-        columns: Some(result_columns(&stmt)),
-        fetched: 0,
-        bytes: 0,
-    };
+    let mut sink = RowSink::new(job, &stmt, &decoders, head, rows);
     let mut stream = Box::pin(stream);
     let mut stopped = None;
     while let Some(row) = stream.next().await {
@@ -1138,16 +1150,7 @@ async fn drive_in_transaction(
 
     // Fetch through the portal in batches, never asking for more than one row past max_rows:
     // between fetches the portal is suspended and the server does no work.
-    let mut sink = RowSink {
-        job,
-        stmt: &stmt,
-        decoders: &decoders,
-        head,
-        rows,
-        columns: Some(result_columns(&stmt)),
-        fetched: 0,
-        bytes: 0,
-    };
+    let mut sink = RowSink::new(job, &stmt, &decoders, head, rows);
     let limit = req.max_rows.saturating_add(1);
     let mut batch = FIRST_BATCH;
     let mut stop: Option<ExecError> = None;
