@@ -97,33 +97,10 @@ struct Target {
     password: Secret,
 }
 
-/// What our own setup left in a connection's session, so a read-only query skips the setup
-/// round trip when nothing needs changing. `COM_RESET_CONNECTION` wipes it all (the default).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Session {
-    /// [`PIN_SESSION`] applied.
-    pinned: bool,
-    /// The statement timeout last set.
-    timeout: Option<Duration>,
-    /// `SET SESSION TRANSACTION READ ONLY` applied: autocommit statements run read-only.
-    read_only: bool,
-}
-
-impl Session {
-    /// Set up for read-only queries with this statement timeout.
-    fn read_only(timeout: Duration) -> Session {
-        Session {
-            pinned: true,
-            timeout: Some(timeout),
-            read_only: true,
-        }
-    }
-}
-
 struct Idle {
     conn: Conn,
     flavor: Flavor,
-    session: Session,
+    ready_for: Option<Duration>,
     since: Instant,
 }
 
@@ -151,7 +128,10 @@ pub struct MysqlPool {
 struct PooledConn {
     conn: Option<Conn>,
     flavor: Flavor,
-    session: Session,
+    /// Set when our setup left the session pinned, `READ ONLY` for autocommit statements and
+    /// with this statement timeout, and nothing since could have changed it; `None` after
+    /// `COM_RESET_CONNECTION` or anything else.
+    ready_for: Option<Duration>,
     id: u32,
     /// Came from the idle list (so a broken socket is worth one retry with a fresh connection).
     reused: bool,
@@ -446,7 +426,7 @@ impl Inner {
         let mut pc = PooledConn {
             conn: None,
             flavor: Flavor::MySql,
-            session: Session::default(),
+            ready_for: None,
             id: 0,
             reused: false,
             inner: self.clone(),
@@ -455,7 +435,7 @@ impl Inner {
         if let Some(idle) = self.take_idle() {
             pc.id = idle.conn.id();
             pc.flavor = idle.flavor;
-            pc.session = idle.session;
+            pc.ready_for = idle.ready_for;
             pc.conn = Some(idle.conn);
             pc.reused = true;
             return Ok(pc);
@@ -470,7 +450,7 @@ impl Inner {
         self.size.fetch_add(1, Ordering::AcqRel);
         pc.id = conn.id();
         pc.flavor = flavor;
-        pc.session = Session::default();
+        pc.ready_for = None;
         pc.conn = Some(conn);
         pc.reused = false;
         Ok(())
@@ -499,7 +479,7 @@ impl Inner {
         };
         if reset {
             match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, conn.reset()).await {
-                Ok(Ok(true)) => pc.session = Session::default(),
+                Ok(Ok(true)) => pc.ready_for = None,
                 // Unsupported (very old server) or failed: do not reuse.
                 _ => {
                     self.size.fetch_sub(1, Ordering::AcqRel);
@@ -511,7 +491,7 @@ impl Inner {
             Ok(mut idle) => idle.push(Idle {
                 conn,
                 flavor: pc.flavor,
-                session: pc.session,
+                ready_for: pc.ready_for,
                 since: Instant::now(),
             }),
             Err(_) => {
@@ -840,11 +820,11 @@ impl Job {
 
     /// The setup this statement needs on this connection, if any: our own trusted text.
     fn setup_sql(&self, pc: &PooledConn) -> Option<String> {
+        if self.autocommit() && pc.ready_for == Some(self.req.timeout) {
+            return None;
+        }
         let timeout = pc.flavor.timeout_setting(self.req.timeout);
         if self.autocommit() {
-            if pc.session == Session::read_only(self.req.timeout) {
-                return None;
-            }
             return Some(format!(
                 "{PIN_SESSION}, {timeout}; SET SESSION TRANSACTION READ ONLY"
             ));
@@ -870,13 +850,8 @@ impl Job {
         if let Some(setup) = setup {
             match bounded(&self.tx, self.deadline, conn.query_drop(setup)).await {
                 Ok(Ok(())) => {
-                    pc.session = if self.autocommit() {
-                        Session::read_only(self.req.timeout)
-                    } else {
-                        // The explicit transaction's mode overrides the session's; the session
-                        // is reset when the statement ends.
-                        Session::default()
-                    };
+                    // After a transaction's setup the session is reset when the statement ends.
+                    pc.ready_for = self.autocommit().then_some(self.req.timeout);
                 }
                 Ok(Err(e @ mysql_async::Error::Server(_))) => return Err(Start::Setup(e)),
                 Ok(Err(e)) => return Err(Start::Dead(e)),
