@@ -580,6 +580,31 @@ mod tests {
     }
 
     #[test]
+    fn a_change_waits_for_another_connections_write_instead_of_failing() {
+        // The audit writer (and a lone query committing its own record) write to the same file
+        // on their own connections. A change must wait for their lock, not answer "unavailable".
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, key()).unwrap();
+        let mut other = rusqlite::Connection::open(&path).unwrap();
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let tx = other
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            tx.execute("UPDATE meta SET value = value WHERE key = 'version'", [])
+                .unwrap();
+            held_tx.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            tx.commit().unwrap();
+        });
+        held.recv().unwrap();
+        let (cid, _) = company(&store, "acme");
+        holder.join().unwrap();
+        assert!(store.view().company(&cid).is_some());
+    }
+
+    #[test]
     fn a_write_by_another_process_is_picked_up_by_refresh() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");

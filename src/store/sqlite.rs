@@ -184,7 +184,13 @@ impl Backend {
         audit: &[AuditRecord],
         key: &MasterKey,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE takes the write lock before the first read. A deferred transaction would read
+        // `meta.version` first and then fail at once (SQLITE_BUSY, no busy wait: it already holds
+        // a read snapshot) whenever the audit writer or a lone query's own audit commit holds the
+        // lock or committed since that read.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let before: i64 =
             tx.query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
                 r.get(0)
