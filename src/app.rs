@@ -41,6 +41,7 @@ impl Application {
                 max_delay: Duration::from_millis(config.audit.max_delay_ms),
                 queue_capacity: config.audit.queue_capacity,
                 fsync: config.audit.fsync,
+                ..AuditSettings::default()
             },
         )?);
         let registry = Registry::new(RegistrySettings {

@@ -63,6 +63,7 @@ pub enum Refused {
 
 pub struct Limiters {
     global: Arc<tokio::sync::Semaphore>,
+    max_total: usize,
     per_token: Arc<Counter>,
     per_app: Arc<Counter>,
     max_per_token: usize,
@@ -80,6 +81,7 @@ impl Limiters {
     pub fn new(max_total: usize, max_per_token: usize, max_per_app: usize) -> Limiters {
         Limiters {
             global: Arc::new(tokio::sync::Semaphore::new(max_total)),
+            max_total,
             per_token: Arc::default(),
             per_app: Arc::default(),
             max_per_token,
@@ -108,6 +110,12 @@ impl Limiters {
         })
     }
 
+    /// Queries running in the whole gateway.
+    pub fn in_flight(&self) -> usize {
+        self.max_total
+            .saturating_sub(self.global.available_permits())
+    }
+
     pub fn app_in_flight(&self, app: &str) -> usize {
         self.per_app.in_flight(app)
     }
@@ -126,8 +134,10 @@ mod tests {
         let _c = l.acquire("t2", "app1").unwrap();
         assert_eq!(l.acquire("t3", "app1").err(), Some(Refused::App));
         assert_eq!(l.acquire("t3", "app3").err(), Some(Refused::Gateway));
+        assert_eq!(l.in_flight(), 3);
         drop(a);
         assert_eq!(l.app_in_flight("app1"), 1);
+        assert_eq!(l.in_flight(), 2);
         assert!(l.acquire("t3", "app3").is_ok());
     }
 

@@ -24,6 +24,9 @@ pub struct Metrics {
     audit_records: Gauge,
     audit_failed: Gauge,
     audit_failed_checkpoints: Gauge,
+    audit_staged: Gauge,
+    audit_failed_moves: Gauge,
+    audit_inline_commits: Gauge,
     audit_queue: Gauge,
 }
 
@@ -55,6 +58,9 @@ impl Metrics {
         let audit_records = Gauge::default();
         let audit_failed = Gauge::default();
         let audit_failed_checkpoints = Gauge::default();
+        let audit_staged = Gauge::default();
+        let audit_failed_moves = Gauge::default();
+        let audit_inline_commits = Gauge::default();
         let audit_queue = Gauge::default();
         registry.register(
             "queries",
@@ -109,6 +115,21 @@ impl Metrics {
             audit_failed_checkpoints.clone(),
         );
         registry.register(
+            "audit_staged_records",
+            "Audit records committed to the staging table, not yet moved into the log",
+            audit_staged.clone(),
+        );
+        registry.register(
+            "audit_failed_moves",
+            "Moves of staged audit records into the log that failed (retried later)",
+            audit_failed_moves.clone(),
+        );
+        registry.register(
+            "audit_inline_commits",
+            "Audit records committed by their own request, alone in flight, not by the writer thread",
+            audit_inline_commits.clone(),
+        );
+        registry.register(
             "audit_queue",
             "Audit records waiting to be written",
             audit_queue.clone(),
@@ -126,6 +147,9 @@ impl Metrics {
             audit_records,
             audit_failed,
             audit_failed_checkpoints,
+            audit_staged,
+            audit_failed_moves,
+            audit_inline_commits,
             audit_queue,
         }
     }
@@ -176,6 +200,9 @@ impl Metrics {
         self.audit_failed.set(audit.failed_records as i64);
         self.audit_failed_checkpoints
             .set(audit.failed_checkpoints as i64);
+        self.audit_staged.set(audit.staged_records as i64);
+        self.audit_failed_moves.set(audit.failed_moves as i64);
+        self.audit_inline_commits.set(audit.inline_commits as i64);
         self.audit_queue.set(audit_queue as i64);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
@@ -196,6 +223,9 @@ mod tests {
             committed_records: 9,
             failed_records: 1,
             failed_checkpoints: 2,
+            staged_records: 7,
+            failed_moves: 3,
+            inline_commits: 6,
         };
         let out = m.render(&[], &stats, 5);
         for line in [
@@ -203,6 +233,9 @@ mod tests {
             "sluice_audit_committed_records 9",
             "sluice_audit_failed_records 1",
             "sluice_audit_failed_checkpoints 2",
+            "sluice_audit_staged_records 7",
+            "sluice_audit_failed_moves 3",
+            "sluice_audit_inline_commits 6",
             "sluice_audit_queue 5",
         ] {
             assert!(

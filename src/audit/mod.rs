@@ -69,8 +69,51 @@ CREATE INDEX audit_log_company_datasource_at ON audit_log (company_id, datasourc
 CREATE INDEX audit_log_company_outcome_at ON audit_log (company_id, outcome, at_us, id);
 ";
 
+/// The migration that creates the staging table the query writer commits to.
+///
+/// A record committed alone to `audit_log` changes a leaf page of the table and of each of its
+/// seven indexes, and each changed page is a 4 KiB WAL frame: about 45 KB written per query
+/// answered at one client. The writer commits query records here instead (a table and one
+/// index, both appended to at their right edge) and moves them into `audit_log` in bulk, where
+/// a page then takes many records per write (see [`writer`]). Readers see both tables
+/// ([`query`], [`count`]), so a record is listed from the moment its commit returns.
+///
+/// Same columns and checks as `audit_log`, so a record the log would refuse is refused here,
+/// to its own caller, and never stops a move. `seq` keeps the order records were committed in.
+pub const STAGING_SQL: &str = "
+CREATE TABLE IF NOT EXISTS audit_staging (
+    seq           INTEGER PRIMARY KEY,
+    id            TEXT    NOT NULL UNIQUE,
+    at_us         INTEGER NOT NULL,
+    company_id    TEXT    NOT NULL,
+    actor_id      TEXT,
+    action        TEXT    NOT NULL,
+    app_id        TEXT,
+    datasource_id TEXT,
+    target_id     TEXT,
+    outcome       TEXT    NOT NULL CHECK (outcome IN ('allowed', 'denied', 'failed')),
+    code          TEXT,
+    sql           TEXT,
+    row_count     INTEGER CHECK (row_count IS NULL OR row_count >= 0),
+    duration_ms   REAL,
+    request_id    TEXT,
+    detail        TEXT
+) STRICT;
+";
+
 /// The name of the table [`SCHEMA_SQL`] creates.
 pub(crate) const TABLE: &str = "audit_log";
+/// The name of the table [`STAGING_SQL`] creates.
+pub(crate) const STAGING_TABLE: &str = "audit_staging";
+
+/// The columns of a record, in the order every statement here binds and reads them.
+macro_rules! columns {
+    () => {
+        "id, at_us, company_id, actor_id, action, app_id, datasource_id, target_id, outcome, \
+         code, sql, row_count, duration_ms, request_id, detail"
+    };
+}
+pub(crate) use columns;
 
 /// How a recorded request or change ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -222,19 +265,48 @@ pub enum AuditError {
     Lost { count: u64 },
 }
 
-const INSERT_SQL: &str = "INSERT INTO audit_log (id, at_us, company_id, actor_id, action, app_id, \
-     datasource_id, target_id, outcome, code, sql, row_count, duration_ms, request_id, detail) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+const INSERT_SQL: &str = concat!(
+    "INSERT INTO audit_log (",
+    columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+);
+
+/// Stages a record unless `audit_log` already holds its id: the staging table's own `UNIQUE`
+/// cannot see the log, and a duplicate found only when moving would stop the move.
+const STAGE_SQL: &str = concat!(
+    "INSERT INTO audit_staging (",
+    columns!(),
+    ") SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 \
+     WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE id = ?1)"
+);
 
 /// Inserts one record inside the caller's transaction (for admin changes), so it commits or rolls
 /// back with the change it records.
 pub fn insert(tx: &rusqlite::Transaction<'_>, rec: &AuditRecord) -> rusqlite::Result<()> {
-    insert_on(tx, rec)
+    bind_and_run(tx, INSERT_SQL, rec).map(drop)
 }
 
-/// The insert itself, on any connection or transaction (the writer batches several per
-/// transaction).
-pub(crate) fn insert_on(conn: &rusqlite::Connection, rec: &AuditRecord) -> rusqlite::Result<()> {
+/// Stages one record for the query writer (see [`STAGING_SQL`]). A record whose id is already in
+/// the log fails as a primary-key violation, as [`insert`] would; one whose id is already staged
+/// fails on the staging table's `UNIQUE`. Both are constraint violations, which the writer
+/// treats as the record's own fault.
+pub(crate) fn stage(conn: &rusqlite::Connection, rec: &AuditRecord) -> rusqlite::Result<()> {
+    match bind_and_run(conn, STAGE_SQL, rec)? {
+        0 => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY),
+            Some(format!("audit record {} is already in the log", rec.id)),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `sql` (one of the inserts above) with the record's fields bound in [`columns!`] order;
+/// returns the rows inserted.
+fn bind_and_run(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    rec: &AuditRecord,
+) -> rusqlite::Result<usize> {
     // Row counts beyond i64 cannot happen in practice; saturate rather than fail the record.
     let row_count = rec.row_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let detail = rec
@@ -243,7 +315,7 @@ pub(crate) fn insert_on(conn: &rusqlite::Connection, rec: &AuditRecord) -> rusql
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    let mut stmt = conn.prepare_cached(INSERT_SQL)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     stmt.execute(rusqlite::params![
         rec.id.as_str(),
         rec.at.timestamp_micros(),
@@ -260,8 +332,7 @@ pub(crate) fn insert_on(conn: &rusqlite::Connection, rec: &AuditRecord) -> rusql
         rec.duration_ms,
         rec.request_id,
         detail,
-    ])?;
-    Ok(())
+    ])
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub fn fresh_db() -> (TempDir, PathBuf, Connection) {
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.execute_batch(SCHEMA_SQL).unwrap();
     conn.execute_batch(INDEXES_SQL).unwrap();
+    conn.execute_batch(STAGING_SQL).unwrap();
     (dir, path, conn)
 }
 

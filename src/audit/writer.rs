@@ -1,15 +1,24 @@
 //! The group-commit writer for query audit records: many records, one transaction.
 //!
-//! Queries hand their record to a bounded queue; one dedicated thread owns its own SQLite
+//! Queries hand their record to a bounded queue; one dedicated thread, with its own SQLite
 //! connection, gathers what is queued into a batch and commits it in one transaction (one fsync
 //! for the whole batch). By default a caller waits for its batch to commit before the query is
 //! answered, so a crash never loses the record of an answered query.
+//!
+//! Batches are committed to the staging table ([`super::STAGING_SQL`]), which is cheap to append
+//! to, and moved into the indexed log in bulk by the same thread: every [`MOVE_AT_RECORDS`]
+//! records, after [`MOVE_WHEN_IDLE_FOR`] without records, at start and at shutdown. A move is one
+//! transaction, so a record is in exactly one of the two tables at any time, and readers see both.
+//!
+//! A caller that knows it is the only query in flight ([`AuditWriter::record_hinted`]) commits
+//! its record itself when the writer is idle: a lone record cannot share a batch, and the trip to
+//! the writer thread and back cost two thread wake-ups, more than the commit itself.
 
-use super::{AuditError, AuditRecord, TABLE, insert_on};
+use super::{AuditError, AuditRecord, STAGING_TABLE, TABLE, columns, stage};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -36,6 +45,12 @@ pub struct AuditSettings {
     /// may lose the last commits if the machine itself goes down. An fsync costs about a
     /// millisecond on common disks, which a query answered after its record would otherwise wait.
     pub fsync: bool,
+    /// Staged records that make the writer move them into the log (default
+    /// [`MOVE_AT_RECORDS`]; not a configuration field).
+    pub move_at_records: usize,
+    /// Idle time after which the writer moves what is staged (default [`MOVE_WHEN_IDLE_FOR`];
+    /// not a configuration field).
+    pub move_when_idle_for: Duration,
 }
 
 impl Default for AuditSettings {
@@ -46,6 +61,8 @@ impl Default for AuditSettings {
             max_delay: Duration::ZERO,
             queue_capacity: 65_536,
             fsync: false,
+            move_at_records: MOVE_AT_RECORDS,
+            move_when_idle_for: MOVE_WHEN_IDLE_FOR,
         }
     }
 }
@@ -56,7 +73,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Counters for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuditStats {
-    /// Transactions the writer committed.
+    /// Transactions committed (by the writer thread, or by a lone caller for its own record).
     pub committed_batches: u64,
     /// Records in those transactions.
     pub committed_records: u64,
@@ -64,6 +81,14 @@ pub struct AuditStats {
     pub failed_records: u64,
     /// WAL checkpoints that failed (logged; the WAL grows until one succeeds).
     pub failed_checkpoints: u64,
+    /// Records committed to the staging table and not yet moved into the log.
+    pub staged_records: u64,
+    /// Moves from the staging table into the log that failed (logged; retried later, and the
+    /// records stay listed from the staging table meanwhile).
+    pub failed_moves: u64,
+    /// Records their caller committed itself (of `committed_records`; see
+    /// [`AuditWriter::record_hinted`]).
+    pub inline_commits: u64,
 }
 
 #[derive(Default)]
@@ -72,6 +97,9 @@ struct Counters {
     committed_records: AtomicU64,
     failed_records: AtomicU64,
     failed_checkpoints: AtomicU64,
+    staged_records: AtomicU64,
+    failed_moves: AtomicU64,
+    inline_commits: AtomicU64,
     /// Failed records queued without waiting: nobody else can be told, so shutdown reports them.
     unreported_failures: AtomicU64,
 }
@@ -100,6 +128,10 @@ struct Pending {
 pub struct AuditWriter {
     tx: mpsc::Sender<Msg>,
     wait_for_commit: bool,
+    /// Callers may commit their own record (waiting for commits, without an fsync per commit).
+    commit_here: bool,
+    /// The writer thread's connection; gone once the thread has finished.
+    committer: Weak<Mutex<Committer>>,
     counters: Arc<Counters>,
     /// Becomes true (or its sender is dropped) when the writer thread has finished.
     stopped: watch::Receiver<bool>,
@@ -108,7 +140,8 @@ pub struct AuditWriter {
 impl AuditWriter {
     /// Opens its own connection to the store file and starts the writer thread.
     ///
-    /// The audit table must exist (the store applies [`super::SCHEMA_SQL`] in its migrations);
+    /// The audit and staging tables must exist (the store applies [`super::SCHEMA_SQL`] and
+    /// [`super::STAGING_SQL`] in its migrations);
     /// checking here makes a missing migration fail at startup rather than on the first query.
     pub fn start(path: &Path, settings: AuditSettings) -> Result<AuditWriter, AuditError> {
         let conn = Connection::open(path)?;
@@ -123,14 +156,20 @@ impl AuditWriter {
         // at one client). The checkpointer thread runs them instead.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
-        let has_table: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-            [TABLE],
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2)",
+            [TABLE, STAGING_TABLE],
             |r| r.get(0),
         )?;
-        if !has_table {
+        if tables != 2 {
             return Err(AuditError::MissingSchema);
         }
+        // Records a previous process staged and did not move (it was killed): the first move,
+        // at the start of the writer thread, takes them.
+        let staged: i64 =
+            conn.query_row(&format!("SELECT count(*) FROM {STAGING_TABLE}"), [], |r| {
+                r.get(0)
+            })?;
 
         // Zero would make the channel constructor panic and a batch never fill.
         let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
@@ -143,11 +182,23 @@ impl AuditWriter {
             .build()
             .map_err(AuditError::Start)?;
         let checkpoints = Checkpointer::start(path, counters.clone())?;
-        let batcher = Batcher {
+        counters
+            .staged_records
+            .store(u64::try_from(staged).unwrap_or(0), Ordering::Relaxed);
+        let committer = Arc::new(Mutex::new(Committer {
             conn,
+            counters: counters.clone(),
+            move_at: settings.move_at_records.max(1),
+            next_move_at: settings.move_at_records.max(1),
+            closed: false,
+        }));
+        let weak = Arc::downgrade(&committer);
+        let batcher = Batcher {
+            committer,
             max_batch: settings.max_batch.max(1),
             max_delay: settings.max_delay,
             counters: counters.clone(),
+            move_when_idle_for: settings.move_when_idle_for,
             _checkpoints: checkpoints,
         };
         std::thread::Builder::new()
@@ -161,6 +212,8 @@ impl AuditWriter {
         Ok(AuditWriter {
             tx,
             wait_for_commit: settings.wait_for_commit,
+            commit_here: settings.wait_for_commit && !settings.fsync,
+            committer: weak,
             counters,
             stopped,
         })
@@ -191,6 +244,47 @@ impl AuditWriter {
             .await
             .map_err(|_| AuditError::Closed)?;
         committed.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// [`record`](Self::record), for a caller that knows whether other records may come at the
+    /// same time. When none can (`alone`: the only query in flight), the writer is idle and
+    /// callers wait for commits, the record is committed on the caller's thread, sparing two
+    /// thread wake-ups. A commit that would wait for the store's write lock, or fails, is left
+    /// to the writer thread as in [`record`](Self::record), which retries it and reports what it
+    /// cannot write.
+    pub async fn record_hinted(&self, rec: AuditRecord, alone: bool) -> Result<(), AuditError> {
+        if !(alone && self.commit_here) {
+            return self.record(rec).await;
+        }
+        match self.try_commit_here(rec) {
+            Ok(()) => Ok(()),
+            Err(rec) => self.record(*rec).await,
+        }
+    }
+
+    /// Commits `rec` here if the writer is idle with nothing queued; gives it back otherwise.
+    fn try_commit_here(&self, rec: AuditRecord) -> Result<(), Box<AuditRecord>> {
+        let rec = Box::new(rec);
+        let Some(shared) = self.committer.upgrade() else {
+            return Err(rec);
+        };
+        let Ok(mut c) = shared.try_lock() else {
+            return Err(rec);
+        };
+        // Queued records go first, and a due move is the writer's.
+        let queued = self.tx.capacity() < self.tx.max_capacity();
+        if c.closed || queued || staged(&self.counters) >= c.next_move_at {
+            return Err(rec);
+        }
+        // Never wait on a runtime thread for the store's write lock: the writer thread can.
+        match c.write(std::iter::once(&*rec), Duration::ZERO) {
+            Ok(()) => {
+                c.committed(1);
+                self.counters.inline_commits.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => Err(rec),
+        }
     }
 
     /// Commits everything queued and stops the writer. Later `record` calls fail with
@@ -225,6 +319,9 @@ impl AuditWriter {
             committed_records: self.counters.committed_records.load(Ordering::Relaxed),
             failed_records: self.counters.failed_records.load(Ordering::Relaxed),
             failed_checkpoints: self.counters.failed_checkpoints.load(Ordering::Relaxed),
+            staged_records: self.counters.staged_records.load(Ordering::Relaxed),
+            failed_moves: self.counters.failed_moves.load(Ordering::Relaxed),
+            inline_commits: self.counters.inline_commits.load(Ordering::Relaxed),
         }
     }
 
@@ -247,6 +344,23 @@ fn is_record_specific(e: &rusqlite::Error) -> bool {
 /// How often the checkpointer copies the WAL into the database file: often enough that the WAL
 /// stays short under load (each commit appends about 11 pages).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Staged records that make the writer move them into the log. Each move writes the log's and
+/// its indexes' right-edge pages once for all of them instead of once per commit; more per move
+/// saves little more page writing, and a move holds up the records queued behind it.
+pub const MOVE_AT_RECORDS: usize = 256;
+
+/// How long the writer waits without a new record before moving what is staged, so the staging
+/// table is empty whenever the gateway is quiet.
+pub const MOVE_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+const MOVE_SQL: &str = concat!(
+    "INSERT INTO audit_log (",
+    columns!(),
+    ") SELECT ",
+    columns!(),
+    " FROM audit_staging ORDER BY seq"
+);
 
 /// The size the WAL file is cut back to after a checkpoint, once a burst has grown it.
 const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
@@ -302,20 +416,64 @@ impl Checkpointer {
 
 /// The state of the writer thread.
 struct Batcher {
-    conn: Connection,
+    /// The lasting strong reference (a lone caller upgrades its weak one only while it commits):
+    /// dropping the batcher closes the connection.
+    committer: Arc<Mutex<Committer>>,
     max_batch: usize,
     max_delay: Duration,
     counters: Arc<Counters>,
-    /// Ends with the writer.
+    move_when_idle_for: Duration,
+    /// Ends with the writer, after the connection.
     _checkpoints: Checkpointer,
 }
 
+/// The writer's connection and what goes with it. The writer thread holds it while it commits a
+/// batch or moves staged records; a lone caller may hold it to commit its own record.
+struct Committer {
+    conn: Connection,
+    counters: Arc<Counters>,
+    move_at: usize,
+    /// The staged count at which the next move runs: `move_at`, pushed further after a failed
+    /// move so a failing database is not retried at every commit.
+    next_move_at: usize,
+    /// Set when the writer begins its last drain: no caller commits after that.
+    closed: bool,
+}
+
+fn staged(counters: &Counters) -> usize {
+    usize::try_from(counters.staged_records.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+}
+
 impl Batcher {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    fn lock(&self) -> MutexGuard<'_, Committer> {
+        self.committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves what is staged, without taking the connection when nothing is.
+    fn move_if_staged(&self) {
+        if staged(&self.counters) > 0 {
+            self.lock().move_staged();
+        }
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<Msg>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
         let mut shutdowns: Vec<Reply> = Vec::new();
+        self.move_if_staged();
         // Every handle dropped without shutdown ends the loop the same way, after a last commit.
-        while let Some(first) = rx.recv().await {
+        loop {
+            // Always with the idle timeout: callers committing their own records stage them
+            // without waking this thread, so it looks again after every idle period.
+            let first = match tokio::time::timeout(self.move_when_idle_for, rx.recv()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    self.move_if_staged();
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
             self.take(first, &mut batch, &mut shutdowns);
             if self.max_delay.is_zero() {
                 // Only what is queued already. Not through the timer: tokio rounds every
@@ -338,24 +496,34 @@ impl Batcher {
                     }
                 }
             }
-            self.commit(&mut batch);
+            let mut c = self.lock();
+            c.commit(&mut batch);
+            if staged(&self.counters) >= c.next_move_at {
+                c.move_staged();
+            }
+            drop(c);
             if !shutdowns.is_empty() {
                 break;
             }
         }
 
         // Refuse new records, then commit those already queued.
+        self.lock().closed = true;
         rx.close();
         while let Some(msg) = rx.recv().await {
             self.take(msg, &mut batch, &mut shutdowns);
             if batch.len() >= self.max_batch {
-                self.commit(&mut batch);
+                self.lock().commit(&mut batch);
             }
         }
-        self.commit(&mut batch);
+        let mut c = self.lock();
+        c.commit(&mut batch);
+        c.move_staged();
+        drop(c);
 
         let lost = self.counters.unreported_failures.swap(0, Ordering::Relaxed);
-        // Close the connection and run the last checkpoint before telling anyone we are done.
+        // Close the connection (a lone caller may hold it a moment longer, but `closed` keeps it
+        // from committing) and run the last checkpoint before telling anyone we are done.
         drop(self);
         for done in shutdowns {
             let result = match lost {
@@ -372,14 +540,16 @@ impl Batcher {
             Msg::Shutdown { done } => shutdowns.push(done),
         }
     }
+}
 
+impl Committer {
     /// Commits the batch in one transaction and tells each waiter. If the batch fails, each
     /// record is retried alone so one bad record (a duplicate id, say) fails only its own caller.
     fn commit(&mut self, batch: &mut Vec<Pending>) {
         if batch.is_empty() {
             return;
         }
-        let result = self.write(batch.iter().map(|p| &*p.rec));
+        let result = self.write(batch.iter().map(|p| &*p.rec), BUSY_TIMEOUT);
         match result {
             Ok(()) => {
                 self.committed(batch.len());
@@ -392,7 +562,7 @@ impl Batcher {
             Err(e) if batch.len() > 1 && is_record_specific(&e) => {
                 tracing::warn!(error = %e, records = batch.len(), "audit batch failed; retrying records one by one");
                 for p in batch.drain(..) {
-                    let result = self.write(std::iter::once(&*p.rec));
+                    let result = self.write(std::iter::once(&*p.rec), BUSY_TIMEOUT);
                     match result {
                         Ok(()) => {
                             self.committed(1);
@@ -416,16 +586,19 @@ impl Batcher {
         }
     }
 
+    /// Stages the records in one transaction, waiting at most `busy` for the write lock.
     fn write<'a>(
         &mut self,
         recs: impl Iterator<Item = &'a AuditRecord>,
+        busy: Duration,
     ) -> Result<(), rusqlite::Error> {
+        self.conn.busy_timeout(busy)?;
         // IMMEDIATE takes the write lock up front, waiting (busy timeout) for the store's writes.
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for rec in recs {
-            insert_on(&tx, rec)?;
+            stage(&tx, rec)?;
         }
         tx.commit()
     }
@@ -437,6 +610,37 @@ impl Batcher {
         self.counters
             .committed_records
             .fetch_add(records as u64, Ordering::Relaxed);
+        self.counters
+            .staged_records
+            .fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    /// Moves every staged record into the log in one transaction. A failure leaves them staged
+    /// (and listed) for a later move.
+    fn move_staged(&mut self) {
+        if staged(&self.counters) == 0 {
+            return;
+        }
+        let moved = (|| {
+            self.conn.busy_timeout(BUSY_TIMEOUT)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(MOVE_SQL, [])?;
+            tx.execute(&format!("DELETE FROM {STAGING_TABLE}"), [])?;
+            tx.commit()
+        })();
+        match moved {
+            Ok(()) => {
+                self.counters.staged_records.store(0, Ordering::Relaxed);
+                self.next_move_at = self.move_at;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, staged = staged(&self.counters), "moving staged audit records into the log failed; retrying later");
+                self.counters.failed_moves.fetch_add(1, Ordering::Relaxed);
+                self.next_move_at = staged(&self.counters).saturating_add(self.move_at);
+            }
+        }
     }
 
     fn failed(&self, p: Pending, e: Arc<rusqlite::Error>) {
@@ -651,20 +855,28 @@ mod tests {
         assert_eq!(count_fresh(&path, &company), 2);
     }
 
-    #[tokio::test]
-    async fn the_writer_waits_for_the_stores_own_write_transaction() {
-        let (_dir, path, mut conn) = fresh_db();
-        let writer = AuditWriter::start(&path, settings(true, 0)).unwrap();
-        let company = CompanyId::generate();
+    /// Holds the store's write lock on another thread for `ms`, as an admin change does; returns
+    /// once the lock is held.
+    fn hold_write_lock(mut conn: Connection, ms: u64) -> std::thread::JoinHandle<()> {
+        let (held_tx, held) = std::sync::mpsc::channel();
         let holder = std::thread::spawn(move || {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(300));
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(ms));
             tx.commit().unwrap();
         });
-        // Let the store-side transaction take the write lock first.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        held.recv().unwrap();
+        holder
+    }
+
+    #[tokio::test]
+    async fn the_writer_waits_for_the_stores_own_write_transaction() {
+        let (_dir, path, conn) = fresh_db();
+        let writer = AuditWriter::start(&path, settings(true, 0)).unwrap();
+        let company = CompanyId::generate();
+        let holder = hold_write_lock(conn, 300);
         writer.record(sample(&company, "query")).await.unwrap();
         holder.join().unwrap();
         assert_eq!(count_fresh(&path, &company), 1);
@@ -715,6 +927,359 @@ mod tests {
         drop(writer);
         stopped.wait_for(|s| *s).await.unwrap();
         assert_eq!(count_fresh(&path, &company), 10);
+    }
+
+    fn rows_in(path: &Path, table: &str) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn moving(move_at_records: usize, move_when_idle_for: Duration) -> AuditSettings {
+        AuditSettings {
+            move_at_records,
+            move_when_idle_for,
+            ..AuditSettings::default()
+        }
+    }
+
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn records_are_staged_listed_at_once_and_moved_in_bulk() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer = AuditWriter::start(&path, moving(10, NEVER)).unwrap();
+        let company = CompanyId::generate();
+        let mut recs = Vec::new();
+        for _ in 0..4 {
+            let rec = full_record(&company);
+            writer.record(rec.clone()).await.unwrap();
+            recs.push(rec);
+        }
+        assert_eq!(
+            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
+            (0, 4)
+        );
+        assert_eq!(writer.stats().staged_records, 4);
+        // Listed from the moment `record` returns, newest first, as if already in the log.
+        let fresh = Connection::open(&path).unwrap();
+        let page = query(&fresh, &AuditFilter::new(company.clone())).unwrap();
+        let newest_first: Vec<_> = recs.iter().rev().cloned().collect();
+        assert_eq!(page.items, newest_first);
+
+        for _ in 0..6 {
+            writer.record(sample(&company, "query")).await.unwrap();
+        }
+        // The tenth commit triggered a move; the writer runs it before it takes the next record,
+        // so once the eleventh is committed the first ten are in the log.
+        writer.record(sample(&company, "query")).await.unwrap();
+        assert_eq!(
+            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
+            (10, 1)
+        );
+        assert_eq!(writer.stats().staged_records, 1);
+        let page = query(&fresh, &AuditFilter::new(company.clone())).unwrap();
+        assert_eq!(page.items.len(), 11);
+        assert_eq!(page.items[7..], newest_first[..]);
+
+        writer.shutdown().await.unwrap();
+        assert_eq!(
+            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
+            (11, 0)
+        );
+        assert_eq!(writer.stats().failed_moves, 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_move_keeps_the_records_staged_and_listed_until_a_later_move() {
+        let (_dir, path, conn) = fresh_db();
+        let writer = AuditWriter::start(&path, moving(2, NEVER)).unwrap();
+        let company = CompanyId::generate();
+        // Every insert into the log fails; staging is unaffected.
+        conn.execute_batch(
+            "CREATE TRIGGER refuse_log BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, 'log refused'); END;",
+        )
+        .unwrap();
+        for _ in 0..3 {
+            writer.record(sample(&company, "query")).await.unwrap();
+        }
+        // The move due at two records failed; the next is put off by another two records, so the
+        // third commit did not retry it.
+        let stats = writer.stats();
+        assert_eq!((stats.failed_moves, stats.staged_records), (1, 3));
+        assert_eq!(
+            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
+            (0, 3)
+        );
+        assert_eq!(count_fresh(&path, &company), 3);
+
+        conn.execute_batch("DROP TRIGGER refuse_log").unwrap();
+        // The fourth commit reaches the put-off mark and moves all four; the writer does that
+        // before it takes the fifth record.
+        for _ in 0..2 {
+            writer.record(sample(&company, "query")).await.unwrap();
+        }
+        let stats = writer.stats();
+        assert_eq!((stats.failed_moves, stats.staged_records), (1, 1));
+        assert_eq!(
+            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
+            (4, 1)
+        );
+        writer.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_moves_what_is_staged() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer = AuditWriter::start(&path, moving(1000, Duration::from_millis(50))).unwrap();
+        let company = CompanyId::generate();
+        for _ in 0..3 {
+            writer.record(sample(&company, "query")).await.unwrap();
+        }
+        // Bounded generously: this is not a speed check.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rows_in(&path, STAGING_TABLE) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the staged records were never moved"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows_in(&path, TABLE), 3);
+        writer.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_a_killed_process_left_staged_are_moved_at_start() {
+        let (_dir, path, conn) = fresh_db();
+        let company = CompanyId::generate();
+        for _ in 0..3 {
+            crate::audit::stage(&conn, &sample(&company, "query")).unwrap();
+        }
+        // The writer counts them at start (a count of 0 would skip the move); the move itself
+        // runs on the writer thread, so the count is only read once a record has gone through.
+        let writer = AuditWriter::start(&path, moving(1000, NEVER)).unwrap();
+        // The move at the writer's start runs before it takes any record.
+        writer.record(sample(&company, "query")).await.unwrap();
+        assert_eq!(
+            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
+            (3, 1)
+        );
+        assert_eq!(writer.stats().staged_records, 1);
+        assert_eq!(count_fresh(&path, &company), 4);
+        writer.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_id_is_already_in_the_log_is_refused_to_its_caller() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer = AuditWriter::start(&path, moving(1, NEVER)).unwrap();
+        let company = CompanyId::generate();
+        let rec = sample(&company, "query");
+        writer.record(rec.clone()).await.unwrap();
+        writer.record(sample(&company, "query")).await.unwrap();
+        // The first record was moved before the second was committed (the writer moves after
+        // a commit, before it takes the next record).
+        assert!(rows_in(&path, TABLE) >= 1);
+        let again = writer.record(rec).await;
+        assert!(
+            matches!(&again, Err(AuditError::Write(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)),
+            "{again:?}"
+        );
+        writer.shutdown().await.unwrap();
+        assert_eq!(count_fresh(&path, &company), 2);
+        let stats = writer.stats();
+        assert_eq!((stats.failed_records, stats.failed_moves), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_lone_caller_commits_its_own_record_when_the_writer_is_idle() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer = AuditWriter::start(&path, AuditSettings::default()).unwrap();
+        let company = CompanyId::generate();
+        let rec = full_record(&company);
+        writer.record_hinted(rec.clone(), true).await.unwrap();
+        let stats = writer.stats();
+        assert_eq!((stats.inline_commits, stats.committed_records), (1, 1));
+        let fresh = Connection::open(&path).unwrap();
+        let page = query(&fresh, &AuditFilter::new(company.clone())).unwrap();
+        assert_eq!(page.items, vec![rec]);
+        // Not alone: through the writer thread.
+        writer
+            .record_hinted(sample(&company, "query"), false)
+            .await
+            .unwrap();
+        let stats = writer.stats();
+        assert_eq!((stats.inline_commits, stats.committed_records), (1, 2));
+        writer.shutdown().await.unwrap();
+        assert!(matches!(
+            writer.record_hinted(sample(&company, "query"), true).await,
+            Err(AuditError::Closed)
+        ));
+        assert_eq!(count_fresh(&path, &company), 2);
+    }
+
+    #[tokio::test]
+    async fn records_lone_callers_committed_are_moved_when_the_gateway_goes_quiet() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer = AuditWriter::start(&path, moving(1000, Duration::from_millis(50))).unwrap();
+        let company = CompanyId::generate();
+        for _ in 0..3 {
+            writer
+                .record_hinted(sample(&company, "query"), true)
+                .await
+                .unwrap();
+        }
+        // Bounded generously: this is not a speed check.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rows_in(&path, STAGING_TABLE) > 0 {
+            assert!(Instant::now() < deadline, "inline records were never moved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows_in(&path, TABLE), 3);
+        writer.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lone_caller_leaves_a_due_move_to_the_writer() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer = AuditWriter::start(&path, moving(1, NEVER)).unwrap();
+        let company = CompanyId::generate();
+        // Committed here: nothing staged yet.
+        writer
+            .record_hinted(sample(&company, "query"), true)
+            .await
+            .unwrap();
+        assert_eq!(writer.stats().inline_commits, 1);
+        // A move is due: the record goes to the writer, which commits it and then moves both.
+        writer
+            .record_hinted(sample(&company, "query"), true)
+            .await
+            .unwrap();
+        assert_eq!(writer.stats().inline_commits, 1);
+        writer.shutdown().await.unwrap();
+        assert_eq!(
+            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
+            (2, 0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_lone_and_batched_records_are_each_listed_once_while_moves_run() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer =
+            Arc::new(AuditWriter::start(&path, moving(7, Duration::from_millis(3))).unwrap());
+        let company = CompanyId::generate();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A reader pages through everything while records are committed and moved: the count
+        // never goes back and no record is listed twice.
+        let reader = {
+            let (path, company, stop) = (path.clone(), company.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).unwrap();
+                let mut last = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut filter = AuditFilter::new(company.clone());
+                    filter.limit = 50;
+                    let mut seen = std::collections::HashSet::new();
+                    loop {
+                        let page = query(&conn, &filter).unwrap();
+                        for item in page.items {
+                            assert!(seen.insert(item.id), "a record listed twice");
+                        }
+                        match page.next_cursor {
+                            Some(c) => filter.cursor = Some(c),
+                            None => break,
+                        }
+                    }
+                    let n = count(&conn, &company).unwrap();
+                    assert!(n >= last, "the count went back from {last} to {n}");
+                    last = n;
+                }
+            })
+        };
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let (writer, company) = (writer.clone(), company.clone());
+                tokio::spawn(async move {
+                    for i in 0..150 {
+                        let rec = sample(&company, "query");
+                        writer.record_hinted(rec, (i + t) % 2 == 0).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        writer.shutdown().await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        reader.join().unwrap();
+        assert_eq!(
+            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
+            (600, 0)
+        );
+        assert_eq!(writer.stats().committed_records, 600);
+    }
+
+    // The test holds the writer's connection across awaits on purpose: callers only `try_lock`
+    // it, and the writer thread blocks outside the runtime.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn a_lone_caller_leaves_its_record_to_the_writer_when_it_is_busy() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer = Arc::new(AuditWriter::start(&path, AuditSettings::default()).unwrap());
+        let company = CompanyId::generate();
+        let shared = writer.committer.upgrade().unwrap();
+        let held = shared.lock().unwrap();
+        let task = {
+            let (writer, rec) = (writer.clone(), sample(&company, "query"));
+            tokio::spawn(async move { writer.record_hinted(rec, true).await })
+        };
+        // The record cannot be committed while the connection is held, by anyone.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished());
+        drop(held);
+        drop(shared);
+        task.await.unwrap().unwrap();
+        assert_eq!(writer.stats().inline_commits, 0);
+        assert_eq!(count_fresh(&path, &company), 1);
+        writer.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lone_caller_never_waits_for_the_stores_write_lock_itself() {
+        let (_dir, path, conn) = fresh_db();
+        let writer = AuditWriter::start(&path, AuditSettings::default()).unwrap();
+        let company = CompanyId::generate();
+        let holder = hold_write_lock(conn, 300);
+        // Busy at once on the caller's thread; the writer thread waits and commits it.
+        writer
+            .record_hinted(sample(&company, "query"), true)
+            .await
+            .unwrap();
+        holder.join().unwrap();
+        let stats = writer.stats();
+        assert_eq!((stats.inline_commits, stats.failed_records), (0, 0));
+        assert_eq!(count_fresh(&path, &company), 1);
+        writer.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lone_callers_duplicate_record_fails_to_its_caller() {
+        let (_dir, path, _conn) = fresh_db();
+        let writer = AuditWriter::start(&path, AuditSettings::default()).unwrap();
+        let company = CompanyId::generate();
+        let rec = sample(&company, "query");
+        writer.record_hinted(rec.clone(), true).await.unwrap();
+        let again = writer.record_hinted(rec, true).await;
+        assert!(matches!(again, Err(AuditError::Write(_))), "{again:?}");
+        assert_eq!(writer.stats().failed_records, 1);
+        writer.shutdown().await.unwrap();
+        assert_eq!(count_fresh(&path, &company), 1);
     }
 
     /// The records that reached the database file itself, not only its WAL: counted in a copy

@@ -65,6 +65,7 @@ fn migrations() -> Migrations<'static> {
         ),
         M::up(crate::audit::SCHEMA_SQL),
         M::up(crate::audit::INDEXES_SQL),
+        M::up(crate::audit::STAGING_SQL),
     ])
 }
 
