@@ -329,6 +329,7 @@ async fn query(
         max_rows,
         timeout: Duration::from_millis(timeout_ms),
         may_change_session: checked.calls_user_functions,
+        paced_by_client: wants_ndjson(&headers),
     };
     let ds_json = json!({"id": ds.id, "name": ds.name});
     let outcome = state.registry.execute(&ds.spec, exec).await;

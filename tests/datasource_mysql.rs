@@ -117,6 +117,7 @@ fn query(sql: &str) -> Execute {
         max_rows: 1_000_000,
         timeout: Duration::from_secs(30),
         may_change_session: false,
+        paced_by_client: false,
     }
 }
 

@@ -84,6 +84,7 @@ fn query(sql: &str) -> Execute {
         max_rows: 10_000,
         timeout: Duration::from_secs(10),
         may_change_session: false,
+        paced_by_client: false,
     }
 }
 
@@ -642,22 +643,30 @@ async fn a_statement_past_its_timeout_is_cancelled_on_the_server() {
     assert!(start.elapsed() < Duration::from_secs(3));
     assert!(nothing_running_for(&f).await, "the sleep still runs");
 
-    // A client that stops reading is cut off by the same deadline, mid-stream.
-    let mut q = query("SELECT g FROM generate_series(1, 100000) g");
-    q.timeout = Duration::from_millis(300);
-    let Execution::Rows(mut s) = pool.execute(q).await.unwrap() else {
-        panic!("expected rows")
-    };
-    assert!(s.next().await.is_some());
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut last = None;
-    while let Some(r) = s.next().await {
-        if let Err(e) = r {
-            last = Some(e);
+    // A client that stops reading is cut off by the same deadline, mid-stream: with the
+    // statement in its own task (an NDJSON client) or driven by the reader (a buffered answer).
+    for paced_by_client in [true, false] {
+        let mut q = query("SELECT g FROM generate_series(1, 100000) g");
+        q.timeout = Duration::from_millis(300);
+        q.paced_by_client = paced_by_client;
+        let Execution::Rows(mut s) = pool.execute(q).await.unwrap() else {
+            panic!("expected rows")
+        };
+        assert!(s.next().await.is_some());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let mut last = None;
+        while let Some(r) = s.next().await {
+            if let Err(e) = r {
+                last = Some(e);
+            }
         }
+        assert_eq!(
+            last,
+            Some(ExecError::Timeout(Duration::from_millis(300))),
+            "paced_by_client {paced_by_client}"
+        );
+        assert!(nothing_running_for(&f).await);
     }
-    assert_eq!(last, Some(ExecError::Timeout(Duration::from_millis(300))));
-    assert!(nothing_running_for(&f).await);
 
     // The pool still serves.
     assert_eq!(
@@ -670,34 +679,34 @@ async fn a_statement_past_its_timeout_is_cancelled_on_the_server() {
 async fn dropping_a_stream_midway_or_the_execute_future_leaves_nothing_running() {
     let f = fixture("").await;
     let pool = pool(&f).await;
-    let Execution::Rows(mut s) = pool
-        .execute(query(
-            "SELECT pg_sleep(0.02), g FROM generate_series(1, 100000) g",
-        ))
-        .await
-        .unwrap()
-    else {
-        panic!("expected rows")
-    };
-    assert!(s.next().await.unwrap().is_ok());
-    assert!(s.next().await.unwrap().is_ok());
-    wait_until_running(&f).await;
-    drop(s);
-    assert!(
-        nothing_running_for(&f).await,
-        "the query runs after the stream was dropped"
-    );
+    for paced_by_client in [true, false] {
+        let mut q = query("SELECT pg_sleep(0.02), g FROM generate_series(1, 100000) g");
+        q.paced_by_client = paced_by_client;
+        let Execution::Rows(mut s) = pool.execute(q).await.unwrap() else {
+            panic!("expected rows")
+        };
+        assert!(s.next().await.unwrap().is_ok());
+        assert!(s.next().await.unwrap().is_ok());
+        wait_until_running(&f).await;
+        drop(s);
+        assert!(
+            nothing_running_for(&f).await,
+            "the query runs after the stream was dropped (paced_by_client {paced_by_client})"
+        );
 
-    let fut = pool.execute(query("SELECT pg_sleep(30)"));
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), fut)
-            .await
-            .is_err()
-    );
-    assert!(
-        nothing_running_for(&f).await,
-        "the query runs after the future was dropped"
-    );
+        let mut q = query("SELECT pg_sleep(30)");
+        q.paced_by_client = paced_by_client;
+        let fut = pool.execute(q);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), fut)
+                .await
+                .is_err()
+        );
+        assert!(
+            nothing_running_for(&f).await,
+            "the query runs after the future was dropped (paced_by_client {paced_by_client})"
+        );
+    }
 
     assert_eq!(
         rows(&pool, query("SELECT 2")).await.unwrap().rows,

@@ -125,6 +125,11 @@ pub struct Execute {
     /// it serves anyone else. When false, the policy has refused every construct that changes
     /// session state, and a read-only query's connection goes back to the pool as it is.
     pub may_change_session: bool,
+    /// The rows go to the client at the client's pace (an NDJSON stream). The statement then
+    /// runs in a task of its own, so its deadline cancels it and frees the connection even while
+    /// the client reads nothing. Otherwise the caller reads every row at once (a buffered answer)
+    /// and a driver may run the statement inside the caller's own task, one task hop fewer.
+    pub paced_by_client: bool,
 }
 
 /// A result column: `type` is the database's own type name.
