@@ -7,7 +7,14 @@ use criterion::{Criterion, criterion_group};
 use sluice::model::{DatasourceKind, ScopePolicy};
 use sluice::policy::cache::PolicyCache;
 use sluice::policy::{Target, check};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
 use std::hint::black_box;
+
+/// The server's allocator (see `src/main.rs`): the check allocates many small nodes, so the
+/// figures depend on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PK_LOOKUP: &str = "SELECT id, name, email, country FROM customers WHERE id = $1";
 
@@ -102,6 +109,12 @@ fn bench(c: &mut Criterion) {
         check(sql, &target, &scope).unwrap_or_else(|e| panic!("{name} is refused: {e}"));
         c.bench_function(&format!("policy/{name}"), |b| {
             b.iter(|| check(black_box(sql), &target, &scope))
+        });
+        // The floor under the check: one plain sqlparser parse of the same text. The check parses
+        // twice (the statement, then its rendering, as THREATS.md requires), so it cannot cost
+        // less than twice this.
+        c.bench_function(&format!("policy/{name}_sqlparser_parse_only"), |b| {
+            b.iter(|| Parser::parse_sql(&PostgreSqlDialect {}, black_box(sql)))
         });
     }
     // The query route asks through the decision cache: a statement seen before costs a hash and a
