@@ -855,16 +855,19 @@ mod tests {
         assert_eq!(count_fresh(&path, &company), 2);
     }
 
-    /// Holds the store's write lock on another thread for `ms`, as an admin change does; returns
-    /// once the lock is held.
-    fn hold_write_lock(mut conn: Connection, ms: u64) -> std::thread::JoinHandle<()> {
+    /// Holds the store's write lock on another thread, as an admin change does, until `until`
+    /// returns; returns once the lock is held.
+    fn hold_write_lock(
+        mut conn: Connection,
+        until: impl FnOnce() + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
         let (held_tx, held) = std::sync::mpsc::channel();
         let holder = std::thread::spawn(move || {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .unwrap();
             held_tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(ms));
+            until();
             tx.commit().unwrap();
         });
         held.recv().unwrap();
@@ -876,7 +879,7 @@ mod tests {
         let (_dir, path, conn) = fresh_db();
         let writer = AuditWriter::start(&path, settings(true, 0)).unwrap();
         let company = CompanyId::generate();
-        let holder = hold_write_lock(conn, 300);
+        let holder = hold_write_lock(conn, || std::thread::sleep(Duration::from_millis(300)));
         writer.record(sample(&company, "query")).await.unwrap();
         holder.join().unwrap();
         assert_eq!(count_fresh(&path, &company), 1);
@@ -1255,12 +1258,20 @@ mod tests {
         let (_dir, path, conn) = fresh_db();
         let writer = AuditWriter::start(&path, AuditSettings::default()).unwrap();
         let company = CompanyId::generate();
-        let holder = hold_write_lock(conn, 300);
+        // Held until the test says so, not for a time: the caller's attempt must meet it.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = hold_write_lock(conn, move || {
+            let _ = released.recv();
+        });
+        let mut fut = std::pin::pin!(writer.record_hinted(sample(&company, "query"), true));
+        // The first poll tries the commit here, finds the lock taken and hands the record to
+        // the writer thread instead of waiting (the store's busy timeout would be 5 s).
+        let started = Instant::now();
+        assert!(futures::poll!(&mut fut).is_pending());
+        assert!(started.elapsed() < Duration::from_secs(2));
+        release.send(()).unwrap();
         // Busy at once on the caller's thread; the writer thread waits and commits it.
-        writer
-            .record_hinted(sample(&company, "query"), true)
-            .await
-            .unwrap();
+        fut.await.unwrap();
         holder.join().unwrap();
         let stats = writer.stats();
         assert_eq!((stats.inline_commits, stats.failed_records), (0, 0));
