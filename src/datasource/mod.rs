@@ -4,6 +4,7 @@
 //! The SQL handed to this layer has already passed the SQL policy; this layer adds the database's
 //! own guard (read-only transactions, server-side timeouts), bounded pools and cancellation.
 
+mod drive;
 pub mod mysql;
 pub mod net;
 pub mod postgres;

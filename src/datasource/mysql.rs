@@ -26,16 +26,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Params, Row, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::drive::{self, Abandoned, Ends, Head};
 use super::{
     Column, Connection, DatasourceSpec, ExecError, Execute, Execution, PoolStats, RegistrySettings,
-    RowStream, Secret, ServerInfo, TableInfo, net, scrub,
+    Secret, ServerInfo, TableInfo, net, scrub,
 };
 use crate::encode::RowWriter;
 
@@ -200,13 +201,16 @@ impl MysqlPool {
         })
     }
 
-    /// Runs one statement. The work happens in a task that owns the connection, so dropping this
-    /// future or the returned stream is noticed there and the statement is killed on the server.
+    /// Runs one statement. Its future owns the connection: in a task of its own when the client
+    /// paces the rows, otherwise driven by the caller (`drive`). A reader that goes away leaves
+    /// it to finish in its own task, where it notices the closed channel and kills the statement
+    /// on the server.
     pub async fn execute(&self, req: Execute) -> Result<Execution, ExecError> {
         let deadline = Instant::now() + req.timeout;
         let (row_tx, row_rx) = mpsc::channel(ROW_BUFFER);
         let (head_tx, head_rx) = oneshot::channel();
         let truncated = Arc::new(AtomicBool::new(false));
+        let paced_by_client = req.paced_by_client;
         let job = Job {
             inner: self.inner.clone(),
             req,
@@ -216,20 +220,15 @@ impl MysqlPool {
             truncated: truncated.clone(),
             conn_id: None,
         };
-        tokio::spawn(job.run());
-        match head_rx.await {
-            Ok(Ok(Head::Rows(columns))) => {
-                let rows = futures::stream::unfold(row_rx, |mut rx| async move {
-                    rx.recv().await.map(|item| (item, rx))
-                })
-                .boxed();
-                Ok(Execution::Rows(RowStream::new(columns, rows, truncated)))
-            }
-            Ok(Ok(Head::Affected(n))) => Ok(Execution::Affected { rows_affected: n }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ExecError::Unavailable(
-                "the statement ended without an answer".into(),
-            )),
+        let ends = Ends {
+            head: head_rx,
+            rows: row_rx,
+            truncated,
+        };
+        if paced_by_client {
+            drive::in_own_task(Box::pin(job.run()), ends, Abandoned::Finish).await
+        } else {
+            drive::in_callers_task(Box::pin(job.run()), ends, Abandoned::Finish).await
         }
     }
 
@@ -540,11 +539,6 @@ impl Inner {
             tracing::warn!("KILL QUERY did not finish in time");
         }
     }
-}
-
-enum Head {
-    Rows(Vec<Column>),
-    Affected(u64),
 }
 
 /// Why a statement stopped before its end.

@@ -26,17 +26,16 @@ use bytes::Bytes;
 use deadpool::managed::{
     self, Metrics, Object, Pool, PoolError, RecycleError, TimeoutType, Timeouts,
 };
-use futures::{FutureExt, StreamExt};
-use std::panic::AssertUnwindSafe;
-use std::task::Poll;
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
+use super::drive::{self, Abandoned, Ends, Head};
 use super::{
     Column, ColumnInfo, Connection, DatasourceSpec, ExecError, Execute, Execution, PoolStats,
-    RegistrySettings, RowStream, Secret, ServerInfo, TableInfo, net, scrub,
+    RegistrySettings, Secret, ServerInfo, TableInfo, net, scrub,
 };
 use crate::encode::RowWriter;
 use types::{Decoder, RawCell};
@@ -342,10 +341,11 @@ impl PgPool {
             rows: row_rx,
             truncated,
         };
+        // Dropping the statement's future cancels it: its connection guard sees to that.
         if paced_by_client {
-            in_own_task(statement, ends).await
+            drive::in_own_task(Box::pin(statement), ends, Abandoned::Drop).await
         } else {
-            in_callers_task(Box::pin(statement), ends).await
+            drive::in_callers_task(Box::pin(statement), ends, Abandoned::Drop).await
         }
     }
 
@@ -467,144 +467,6 @@ WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
        OR pg_catalog.has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
 ORDER BY n.nspname, c.relname, a.attnum";
 
-/// The receiving ends of a statement's future (`run`).
-struct Ends {
-    head: oneshot::Receiver<Result<Head, ExecError>>,
-    rows: mpsc::Receiver<Result<Bytes, ExecError>>,
-    truncated: Arc<AtomicBool>,
-}
-
-/// The statement in a task of its own, for rows read at the client's pace
-/// ([`Execute::paced_by_client`]): its deadline holds while nobody reads.
-async fn in_own_task(
-    statement: impl Future<Output = ()> + Send + 'static,
-    ends: Ends,
-) -> Result<Execution, ExecError> {
-    let Ends {
-        head,
-        mut rows,
-        truncated,
-    } = ends;
-    let task = tokio::spawn(statement);
-    let abort = AbortOnDrop(Some(task.abort_handle()));
-    match head.await {
-        Ok(Ok(Head::Rows(columns))) => {
-            let rows = async_stream_from(move |cx| {
-                // The guard lives as long as the stream: dropping it aborts the task, whose
-                // connection guard then cancels the statement.
-                let _keep = &abort;
-                rows.poll_recv(cx)
-            });
-            Ok(Execution::Rows(RowStream::new(columns, rows, truncated)))
-        }
-        Ok(Ok(Head::Affected(n))) => {
-            abort.disarm();
-            Ok(Execution::Affected { rows_affected: n })
-        }
-        Ok(Err(e)) => {
-            abort.disarm();
-            Err(e)
-        }
-        Err(_) => Err(ExecError::Unavailable(
-            "the query task ended unexpectedly".into(),
-        )),
-    }
-}
-
-/// The statement driven by the caller's own task, for rows the caller reads at once: polled
-/// while the head is awaited, then by the row stream as it is read. Waking a second task for
-/// every message cost CPU on every query (BENCHMARKS.md). Dropping the stream (or this future)
-/// drops the statement's future, whose connection guard then cancels it on the server, as
-/// aborting its task does.
-async fn in_callers_task(statement: BoxedStatement, ends: Ends) -> Result<Execution, ExecError> {
-    let Ends {
-        mut head,
-        mut rows,
-        truncated,
-    } = ends;
-    let mut driven = Driven {
-        statement: AssertUnwindSafe(statement).catch_unwind().fuse(),
-        panicked: false,
-    };
-    let first = std::future::poll_fn(|cx| {
-        driven.poll(cx);
-        // Ready once sent, or once the statement ended without sending it.
-        Pin::new(&mut head).poll(cx)
-    })
-    .await;
-    match first {
-        Ok(Ok(Head::Rows(columns))) => {
-            let rows = async_stream_from(move |cx| {
-                driven.poll(cx);
-                match rows.poll_recv(cx) {
-                    // The rows stopped because the statement panicked: say so, once.
-                    Poll::Ready(None) if std::mem::take(&mut driven.panicked) => {
-                        Poll::Ready(Some(Err(ExecError::Unavailable(
-                            "the statement stopped unexpectedly".into(),
-                        ))))
-                    }
-                    other => other,
-                }
-            });
-            Ok(Execution::Rows(RowStream::new(columns, rows, truncated)))
-        }
-        // `run` sends a count or an error as its last step, after the connection went back, so
-        // the statement has finished here.
-        Ok(Ok(Head::Affected(n))) => Ok(Execution::Affected { rows_affected: n }),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(ExecError::Unavailable(
-            "the statement ended without an answer".into(),
-        )),
-    }
-}
-
-/// A statement's future as the caller's task drives it. A panic stays in the statement, as it
-/// would in a task of its own: the head or the stream then reports an error instead of the
-/// request unwinding without its audit record. Fused, so polling it after its end is harmless.
-struct Driven {
-    statement:
-        futures::future::Fuse<futures::future::CatchUnwind<AssertUnwindSafe<BoxedStatement>>>,
-    panicked: bool,
-}
-
-type BoxedStatement = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-impl Driven {
-    fn poll(&mut self, cx: &mut std::task::Context<'_>) {
-        if let Poll::Ready(Err(_)) = Pin::new(&mut self.statement).poll(cx) {
-            tracing::error!("the PostgreSQL statement panicked");
-            self.panicked = true;
-        }
-    }
-}
-
-/// A `RowStream` body from a poll function (the receiver of the statement's rows).
-fn async_stream_from<F>(f: F) -> futures::stream::BoxStream<'static, Result<Bytes, ExecError>>
-where
-    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<Result<Bytes, ExecError>>>
-        + Send
-        + 'static,
-{
-    futures::stream::poll_fn(f).boxed()
-}
-
-/// Aborts the query task when dropped, unless disarmed.
-struct AbortOnDrop(Option<AbortHandle>);
-
-impl AbortOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(h) = self.0.take() {
-            h.abort();
-        }
-    }
-}
-
 /// Owns a checked-out connection. Unless released (its transaction ended cleanly), dropping it
 /// cancels whatever the connection is running and discards it instead of returning it to the
 /// pool; this runs when the statement's future is dropped (its task aborted, or the stream or
@@ -679,11 +541,6 @@ struct Job {
     password: Secret,
     max_result_bytes: u64,
     truncated: Arc<AtomicBool>,
-}
-
-enum Head {
-    Rows(Vec<Column>),
-    Affected(u64),
 }
 
 type HeadSender = oneshot::Sender<Result<Head, ExecError>>;
