@@ -191,6 +191,7 @@ impl AuditWriter {
             move_at: settings.move_at_records.max(1),
             next_move_at: settings.move_at_records.max(1),
             closed: false,
+            busy: BUSY_TIMEOUT,
         }));
         let weak = Arc::downgrade(&committer);
         let batcher = Batcher {
@@ -438,6 +439,8 @@ struct Committer {
     next_move_at: usize,
     /// Set when the writer begins its last drain: no caller commits after that.
     closed: bool,
+    /// The connection's busy timeout now (a lone caller's commit uses zero).
+    busy: Duration,
 }
 
 fn staged(counters: &Counters) -> usize {
@@ -592,7 +595,7 @@ impl Committer {
         recs: impl Iterator<Item = &'a AuditRecord>,
         busy: Duration,
     ) -> Result<(), rusqlite::Error> {
-        self.conn.busy_timeout(busy)?;
+        self.wait_for_lock(busy)?;
         // IMMEDIATE takes the write lock up front, waiting (busy timeout) for the store's writes.
         let tx = self
             .conn
@@ -601,6 +604,15 @@ impl Committer {
             stage(&tx, rec)?;
         }
         tx.commit()
+    }
+
+    /// Sets how long the next transaction waits for the write lock, if that changed.
+    fn wait_for_lock(&mut self, busy: Duration) -> Result<(), rusqlite::Error> {
+        if self.busy != busy {
+            self.conn.busy_timeout(busy)?;
+            self.busy = busy;
+        }
+        Ok(())
     }
 
     fn committed(&self, records: usize) {
@@ -622,7 +634,7 @@ impl Committer {
             return;
         }
         let moved = (|| {
-            self.conn.busy_timeout(BUSY_TIMEOUT)?;
+            self.wait_for_lock(BUSY_TIMEOUT)?;
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -939,6 +951,21 @@ mod tests {
             .unwrap()
     }
 
+    /// Waits until the writer has moved everything staged, failing with `why` after 30 s
+    /// (bounded generously: this is not a speed check).
+    async fn wait_until_nothing_staged(path: &Path, why: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rows_in(path, STAGING_TABLE) > 0 {
+            assert!(Instant::now() < deadline, "{why}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Rows in the log and in the staging table.
+    fn log_and_staged(path: &Path) -> (i64, i64) {
+        (rows_in(path, TABLE), rows_in(path, STAGING_TABLE))
+    }
+
     fn moving(move_at_records: usize, move_when_idle_for: Duration) -> AuditSettings {
         AuditSettings {
             move_at_records,
@@ -960,10 +987,7 @@ mod tests {
             writer.record(rec.clone()).await.unwrap();
             recs.push(rec);
         }
-        assert_eq!(
-            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
-            (0, 4)
-        );
+        assert_eq!(log_and_staged(&path), (0, 4));
         assert_eq!(writer.stats().staged_records, 4);
         // Listed from the moment `record` returns, newest first, as if already in the log.
         let fresh = Connection::open(&path).unwrap();
@@ -977,20 +1001,14 @@ mod tests {
         // The tenth commit triggered a move; the writer runs it before it takes the next record,
         // so once the eleventh is committed the first ten are in the log.
         writer.record(sample(&company, "query")).await.unwrap();
-        assert_eq!(
-            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
-            (10, 1)
-        );
+        assert_eq!(log_and_staged(&path), (10, 1));
         assert_eq!(writer.stats().staged_records, 1);
         let page = query(&fresh, &AuditFilter::new(company.clone())).unwrap();
         assert_eq!(page.items.len(), 11);
         assert_eq!(page.items[7..], newest_first[..]);
 
         writer.shutdown().await.unwrap();
-        assert_eq!(
-            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
-            (11, 0)
-        );
+        assert_eq!(log_and_staged(&path), (11, 0));
         assert_eq!(writer.stats().failed_moves, 0);
     }
 
@@ -1012,10 +1030,7 @@ mod tests {
         // third commit did not retry it.
         let stats = writer.stats();
         assert_eq!((stats.failed_moves, stats.staged_records), (1, 3));
-        assert_eq!(
-            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
-            (0, 3)
-        );
+        assert_eq!(log_and_staged(&path), (0, 3));
         assert_eq!(count_fresh(&path, &company), 3);
 
         conn.execute_batch("DROP TRIGGER refuse_log").unwrap();
@@ -1026,10 +1041,7 @@ mod tests {
         }
         let stats = writer.stats();
         assert_eq!((stats.failed_moves, stats.staged_records), (1, 1));
-        assert_eq!(
-            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
-            (4, 1)
-        );
+        assert_eq!(log_and_staged(&path), (4, 1));
         writer.shutdown().await.unwrap();
     }
 
@@ -1041,15 +1053,7 @@ mod tests {
         for _ in 0..3 {
             writer.record(sample(&company, "query")).await.unwrap();
         }
-        // Bounded generously: this is not a speed check.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while rows_in(&path, STAGING_TABLE) > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the staged records were never moved"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_nothing_staged(&path, "the staged records were never moved").await;
         assert_eq!(rows_in(&path, TABLE), 3);
         writer.shutdown().await.unwrap();
     }
@@ -1066,10 +1070,7 @@ mod tests {
         let writer = AuditWriter::start(&path, moving(1000, NEVER)).unwrap();
         // The move at the writer's start runs before it takes any record.
         writer.record(sample(&company, "query")).await.unwrap();
-        assert_eq!(
-            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
-            (3, 1)
-        );
+        assert_eq!(log_and_staged(&path), (3, 1));
         assert_eq!(writer.stats().staged_records, 1);
         assert_eq!(count_fresh(&path, &company), 4);
         writer.shutdown().await.unwrap();
@@ -1136,12 +1137,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Bounded generously: this is not a speed check.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while rows_in(&path, STAGING_TABLE) > 0 {
-            assert!(Instant::now() < deadline, "inline records were never moved");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_nothing_staged(&path, "inline records were never moved").await;
         assert_eq!(rows_in(&path, TABLE), 3);
         writer.shutdown().await.unwrap();
     }
@@ -1164,10 +1160,7 @@ mod tests {
             .unwrap();
         assert_eq!(writer.stats().inline_commits, 1);
         writer.shutdown().await.unwrap();
-        assert_eq!(
-            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
-            (2, 0)
-        );
+        assert_eq!(log_and_staged(&path), (2, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1221,10 +1214,7 @@ mod tests {
         writer.shutdown().await.unwrap();
         stop.store(true, Ordering::Relaxed);
         reader.join().unwrap();
-        assert_eq!(
-            (rows_in(&path, TABLE), rows_in(&path, STAGING_TABLE)),
-            (600, 0)
-        );
+        assert_eq!(log_and_staged(&path), (600, 0));
         assert_eq!(writer.stats().committed_records, 600);
     }
 
