@@ -139,7 +139,7 @@ fn check_on_big_stack(
         }
     };
     let facts = walk::inspect(&statement, target.kind, target.default_schema, scope)?;
-    let sql = render::render_verified(&statement, dialect)?;
+    let sql = render::render_verified(&statement, dialect, sql)?;
     Ok(Checked {
         sql,
         class: facts.class,

@@ -53,8 +53,37 @@ fn allowing(tables: &[&str]) -> ScopePolicy {
 #[track_caller]
 fn accepted(kind: DatasourceKind, sql: &str, scope: &ScopePolicy) -> Checked {
     match run(kind, sql, scope) {
-        Ok(c) => c,
+        Ok(c) => {
+            sends_what_was_checked(kind, sql, &c.sql, scope);
+            c
+        }
         Err(e) => panic!("{kind} refused {sql:?}: {e:?}"),
+    }
+}
+
+/// For every accepted statement, checked apart from `render` (which skips its re-parse when the
+/// rendering is the input itself): the text to send parses to the tree the input parsed to, and
+/// checking that text again accepts it unchanged (the path that skips the re-parse).
+#[track_caller]
+fn sends_what_was_checked(kind: DatasourceKind, input: &str, to_send: &str, scope: &ScopePolicy) {
+    let parse = |text: &str| {
+        Parser::new(dialect(kind))
+            .with_recursion_limit(RECURSION_LIMIT)
+            .try_with_sql(text)
+            .and_then(|mut p| p.parse_statements())
+            .unwrap_or_else(|e| panic!("{kind} {text:?} does not parse: {e}"))
+    };
+    // Deep statements need the big stack `check` uses, here as there.
+    let same = stacker::maybe_grow(RED_ZONE_BYTES, CHECK_STACK_BYTES, || {
+        parse(to_send) == parse(input)
+    });
+    assert!(
+        same,
+        "{kind} {input:?} sends {to_send:?}, which parses differently"
+    );
+    match run(kind, to_send, scope) {
+        Ok(again) => assert_eq!(again.sql, to_send, "{kind} {input:?}"),
+        Err(e) => panic!("{kind} refused its own rendering {to_send:?} of {input:?}: {e:?}"),
     }
 }
 
