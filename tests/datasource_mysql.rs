@@ -167,6 +167,25 @@ const MILLION: &str = "SELECT a.n + 10*b.n + 100*c.n + 1000*d.n + 10000*e.n + 10
            UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 \
            UNION ALL SELECT 9) f";
 
+/// A connection the server ended while it sat idle in the pool (`KILL`, `wait_timeout`, a
+/// restart) is replaced when the pool hands it out, instead of failing the next statement.
+#[tokio::test]
+async fn a_connection_the_server_ended_while_idle_is_replaced_at_checkout() {
+    let f = Fixture::new().await;
+    let pool = f.pool(1).await;
+    let id = |rows: Vec<Value>| rows[0][0].as_u64().expect("a connection id");
+    let first = id(collect(&pool, query("SELECT CONNECTION_ID()")).await.1);
+    let mut admin = f.admin().await;
+    admin.query_drop(format!("KILL {first}")).await.unwrap();
+    admin.disconnect().await.unwrap();
+    for _ in 0..3 {
+        // (`collect` panics with the error if the dead connection was handed out.)
+        let next = id(collect(&pool, query("SELECT CONNECTION_ID()")).await.1);
+        assert_ne!(next, first);
+    }
+    assert_eq!(pool.stats().size, 1);
+}
+
 #[tokio::test]
 async fn each_common_type_maps_to_its_json_form_and_null_stays_null() {
     let f = Fixture::new().await;

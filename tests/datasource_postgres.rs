@@ -510,6 +510,34 @@ async fn a_repeated_read_only_query_goes_out_alone_on_a_session_already_set_up()
     assert_eq!(pool.stats().size, 1);
 }
 
+/// A connection the server ended while it sat idle in the pool (an administrator's
+/// `pg_terminate_backend`, `idle_session_timeout`, a restart) is noticed and replaced when the
+/// pool would hand it out, instead of failing the next statement with "connection closed".
+#[tokio::test]
+async fn a_connection_the_server_ended_while_idle_is_replaced_at_checkout() {
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let pid = |r: Rows| r.rows[0][0].as_i64().expect("a pid");
+    let first = pid(rows(&pool, query("SELECT pg_backend_pid()")).await.unwrap());
+    let ended: bool = f
+        .admin
+        .query_one("SELECT pg_terminate_backend($1, 5000)", &[&(first as i32)])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended, "the backend did not end within 5 s");
+    // Idle for a moment, as such a connection would be: the driver reads the server's goodbye
+    // when it arrives, not at the instant the admin's call returns.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let next = pid(rows(&pool, query("SELECT pg_backend_pid()")).await.expect(
+            "a connection ended while idle is replaced, not handed out to fail the statement",
+        ));
+        assert_ne!(next, first);
+    }
+    assert_eq!(pool.stats().size, 1);
+}
+
 #[tokio::test]
 async fn a_million_rows_stream_as_they_arrive() {
     let f = fixture("").await;
