@@ -2,12 +2,19 @@
 //! and failures per datasource, and audit writer counters. Pool and audit figures are read at
 //! scrape time.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::audit::AuditStats;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -20,14 +27,68 @@ pub struct Metrics {
     pool_in_use: Family<Labels, Gauge>,
     pool_waiting: Family<Labels, Gauge>,
     pools_open: Gauge,
-    audit_batches: Gauge,
-    audit_records: Gauge,
-    audit_failed: Gauge,
-    audit_failed_checkpoints: Gauge,
+    /// The audit writer's running totals as of the scrape being rendered.
+    audit_totals: Arc<AuditTotals>,
     audit_staged: Gauge,
-    audit_failed_moves: Gauge,
-    audit_inline_commits: Gauge,
     audit_queue: Gauge,
+    /// One scrape at a time: each sets the figures it then encodes.
+    rendering: Mutex<()>,
+}
+
+/// The audit writer's running totals, exposed as counters (`_total`): they only grow while the
+/// process lives, so `rate()` applies and a restart reads as a counter reset.
+#[derive(Debug, Default)]
+struct AuditTotals(Mutex<AuditStats>);
+
+impl AuditTotals {
+    fn lock(&self) -> MutexGuard<'_, AuditStats> {
+        // Plain numbers: a panic elsewhere cannot leave them half-written.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Collector for AuditTotals {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = *self.lock();
+        for (name, help, value) in [
+            (
+                "audit_committed_batches",
+                "Audit transactions committed",
+                s.committed_batches,
+            ),
+            (
+                "audit_committed_records",
+                "Audit records committed",
+                s.committed_records,
+            ),
+            (
+                "audit_failed_records",
+                "Audit records that could not be written",
+                s.failed_records,
+            ),
+            (
+                "audit_failed_checkpoints",
+                "Checkpoints of the store's WAL that failed (the WAL then grows until one succeeds)",
+                s.failed_checkpoints,
+            ),
+            (
+                "audit_failed_moves",
+                "Moves of staged audit records into the log that failed (retried later)",
+                s.failed_moves,
+            ),
+            (
+                "audit_inline_commits",
+                "Audit records committed by their own request, alone in flight, not by the writer \
+                 thread",
+                s.inline_commits,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, ConstCounter::<u64>::TYPE)?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -54,13 +115,8 @@ impl Metrics {
         let pool_in_use = Family::<Labels, Gauge>::default();
         let pool_waiting = Family::<Labels, Gauge>::default();
         let pools_open = Gauge::default();
-        let audit_batches = Gauge::default();
-        let audit_records = Gauge::default();
-        let audit_failed = Gauge::default();
-        let audit_failed_checkpoints = Gauge::default();
+        let audit_totals = Arc::new(AuditTotals::default());
         let audit_staged = Gauge::default();
-        let audit_failed_moves = Gauge::default();
-        let audit_inline_commits = Gauge::default();
         let audit_queue = Gauge::default();
         registry.register(
             "queries",
@@ -94,40 +150,11 @@ impl Metrics {
             pool_waiting.clone(),
         );
         registry.register("pools_open", "Datasource pools open", pools_open.clone());
-        registry.register(
-            "audit_committed_batches",
-            "Audit transactions committed",
-            audit_batches.clone(),
-        );
-        registry.register(
-            "audit_committed_records",
-            "Audit records committed",
-            audit_records.clone(),
-        );
-        registry.register(
-            "audit_failed_records",
-            "Audit records that could not be written",
-            audit_failed.clone(),
-        );
-        registry.register(
-            "audit_failed_checkpoints",
-            "Checkpoints of the store's WAL that failed (the WAL then grows until one succeeds)",
-            audit_failed_checkpoints.clone(),
-        );
+        registry.register_collector(Box::new(audit_totals.clone()));
         registry.register(
             "audit_staged_records",
             "Audit records committed to the staging table, not yet moved into the log",
             audit_staged.clone(),
-        );
-        registry.register(
-            "audit_failed_moves",
-            "Moves of staged audit records into the log that failed (retried later)",
-            audit_failed_moves.clone(),
-        );
-        registry.register(
-            "audit_inline_commits",
-            "Audit records committed by their own request, alone in flight, not by the writer thread",
-            audit_inline_commits.clone(),
         );
         registry.register(
             "audit_queue",
@@ -143,14 +170,10 @@ impl Metrics {
             pool_in_use,
             pool_waiting,
             pools_open,
-            audit_batches,
-            audit_records,
-            audit_failed,
-            audit_failed_checkpoints,
+            audit_totals,
             audit_staged,
-            audit_failed_moves,
-            audit_inline_commits,
             audit_queue,
+            rendering: Mutex::new(()),
         }
     }
 
@@ -182,9 +205,10 @@ impl Metrics {
     pub fn render(
         &self,
         pools: &[(crate::model::DatasourceId, crate::datasource::PoolStats)],
-        audit: &crate::audit::AuditStats,
+        audit: &AuditStats,
         audit_queue: usize,
     ) -> String {
+        let _one_at_a_time = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
         self.pool_size.clear();
         self.pool_in_use.clear();
         self.pool_waiting.clear();
@@ -195,14 +219,8 @@ impl Metrics {
             self.pool_waiting.get_or_create(&l).set(s.waiting as i64);
         }
         self.pools_open.set(pools.len() as i64);
-        self.audit_batches.set(audit.committed_batches as i64);
-        self.audit_records.set(audit.committed_records as i64);
-        self.audit_failed.set(audit.failed_records as i64);
-        self.audit_failed_checkpoints
-            .set(audit.failed_checkpoints as i64);
+        *self.audit_totals.lock() = *audit;
         self.audit_staged.set(audit.staged_records as i64);
-        self.audit_failed_moves.set(audit.failed_moves as i64);
-        self.audit_inline_commits.set(audit.inline_commits as i64);
         self.audit_queue.set(audit_queue as i64);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
@@ -213,7 +231,37 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::AuditStats;
+
+    /// The names and types docs/configuration.md lists.
+    #[test]
+    fn query_and_pool_metrics_are_exposed_under_their_names() {
+        let m = Metrics::new();
+        let ds = crate::model::DatasourceId::from("ds_1");
+        m.query("ok", "postgres", 0.002);
+        m.datasource_error(&ds, "query_timeout");
+        let pool = crate::datasource::PoolStats {
+            size: 3,
+            in_use: 2,
+            waiting: 1,
+        };
+        let out = m.render(&[(ds, pool)], &AuditStats::default(), 0);
+        for line in [
+            "# TYPE sluice_queries counter",
+            "sluice_queries_total{outcome=\"ok\",kind=\"postgres\"} 1",
+            "# TYPE sluice_query_duration_seconds histogram",
+            "sluice_query_duration_seconds_count{kind=\"postgres\"} 1",
+            "sluice_datasource_errors_total{datasource=\"ds_1\",code=\"query_timeout\"} 1",
+            "sluice_pools_open 1",
+            "sluice_pool_size{datasource=\"ds_1\"} 3",
+            "sluice_pool_in_use{datasource=\"ds_1\"} 2",
+            "sluice_pool_waiting{datasource=\"ds_1\"} 1",
+        ] {
+            assert!(
+                out.lines().any(|l| l == line),
+                "{line} missing from:\n{out}"
+            );
+        }
+    }
 
     #[test]
     fn the_audit_writer_counters_are_exposed_under_their_names() {
@@ -229,13 +277,17 @@ mod tests {
         };
         let out = m.render(&[], &stats, 5);
         for line in [
-            "sluice_audit_committed_batches 4",
-            "sluice_audit_committed_records 9",
-            "sluice_audit_failed_records 1",
-            "sluice_audit_failed_checkpoints 2",
+            "# TYPE sluice_audit_committed_batches counter",
+            "sluice_audit_committed_batches_total 4",
+            "sluice_audit_committed_records_total 9",
+            "sluice_audit_failed_records_total 1",
+            "sluice_audit_failed_checkpoints_total 2",
+            "sluice_audit_failed_moves_total 3",
+            "# TYPE sluice_audit_inline_commits counter",
+            "sluice_audit_inline_commits_total 6",
+            "# TYPE sluice_audit_staged_records gauge",
             "sluice_audit_staged_records 7",
-            "sluice_audit_failed_moves 3",
-            "sluice_audit_inline_commits 6",
+            "# TYPE sluice_audit_queue gauge",
             "sluice_audit_queue 5",
         ] {
             assert!(
@@ -243,5 +295,20 @@ mod tests {
                 "{line} missing from:\n{out}"
             );
         }
+        // Each scrape shows the totals passed to it, and each metric once.
+        let later = AuditStats {
+            committed_records: 12,
+            ..stats
+        };
+        let out = m.render(&[], &later, 0);
+        let records: Vec<_> = out
+            .lines()
+            .filter(|l| l.starts_with("sluice_audit_committed_records"))
+            .collect();
+        assert_eq!(
+            records,
+            ["sluice_audit_committed_records_total 12"],
+            "{out}"
+        );
     }
 }
