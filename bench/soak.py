@@ -189,6 +189,8 @@ def main():
         "rows_written": written,
         "rss_kib_warm": warm[0], "rss_kib_last": last[0], "rss_kib_max": max(s[0] for s in samples),
         "fds_warm": warm[1], "fds_last": last[1], "exit_code": server.returncode,
+        # Every 5 s sample, to tell a plateau from steady growth.
+        "rss_mib_series": [round(s[0] / 1024, 1) for s in samples],
     }
     print(json.dumps(report, indent=2))
     failures = []
