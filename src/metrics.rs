@@ -82,6 +82,11 @@ impl Collector for AuditTotals {
                  thread",
                 s.inline_commits,
             ),
+            (
+                "audit_wal_restarts",
+                "Times the store's WAL passed its limit and commits waited for it to start over",
+                s.wal_restarts,
+            ),
         ] {
             let counter = ConstCounter::new(value);
             let metric = encoder.encode_descriptor(name, help, None, ConstCounter::<u64>::TYPE)?;
@@ -274,6 +279,7 @@ mod tests {
             staged_records: 7,
             failed_moves: 3,
             inline_commits: 6,
+            wal_restarts: 8,
         };
         let out = m.render(&[], &stats, 5);
         for line in [
@@ -285,6 +291,7 @@ mod tests {
             "sluice_audit_failed_moves_total 3",
             "# TYPE sluice_audit_inline_commits counter",
             "sluice_audit_inline_commits_total 6",
+            "sluice_audit_wal_restarts_total 8",
             "# TYPE sluice_audit_staged_records gauge",
             "sluice_audit_staged_records 7",
             "# TYPE sluice_audit_queue gauge",

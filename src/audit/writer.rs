@@ -17,7 +17,7 @@
 use super::{AuditError, AuditRecord, STAGING_TABLE, TABLE, columns, stage};
 use rusqlite::{Connection, TransactionBehavior};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -51,6 +51,10 @@ pub struct AuditSettings {
     /// Idle time after which the writer moves what is staged (default [`MOVE_WHEN_IDLE_FOR`];
     /// not a configuration field).
     pub move_when_idle_for: Duration,
+    /// WAL size past which the checkpointer stops new commits until it has copied the whole
+    /// WAL, so the next commit starts it over (default [`WAL_SIZE_LIMIT_BYTES`]; not a
+    /// configuration field).
+    pub wal_limit_bytes: i64,
 }
 
 impl Default for AuditSettings {
@@ -63,6 +67,7 @@ impl Default for AuditSettings {
             fsync: false,
             move_at_records: MOVE_AT_RECORDS,
             move_when_idle_for: MOVE_WHEN_IDLE_FOR,
+            wal_limit_bytes: WAL_SIZE_LIMIT_BYTES,
         }
     }
 }
@@ -89,6 +94,8 @@ pub struct AuditStats {
     /// Records their caller committed itself (of `committed_records`; see
     /// [`AuditWriter::record_hinted`]).
     pub inline_commits: u64,
+    /// Times the WAL passed its limit and commits were held back until it could start over.
+    pub wal_restarts: u64,
 }
 
 #[derive(Default)]
@@ -100,6 +107,10 @@ struct Counters {
     staged_records: AtomicU64,
     failed_moves: AtomicU64,
     inline_commits: AtomicU64,
+    wal_restarts: AtomicU64,
+    /// Set by the checkpointer when the WAL has passed its limit; the writer then restarts it
+    /// before its next commit.
+    wal_over_limit: AtomicBool,
     /// Failed records queued without waiting: nobody else can be told, so shutdown reports them.
     unreported_failures: AtomicU64,
 }
@@ -155,7 +166,7 @@ impl AuditWriter {
         // they stalled a query now and then by the length of an fsync (bench/run saw 15 ms p99
         // at one client). The checkpointer thread runs them instead.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
+        conn.pragma_update(None, "journal_size_limit", settings.wal_limit_bytes)?;
         let tables: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2)",
             [TABLE, STAGING_TABLE],
@@ -181,7 +192,7 @@ impl AuditWriter {
             .enable_time()
             .build()
             .map_err(AuditError::Start)?;
-        let checkpoints = Checkpointer::start(path, counters.clone())?;
+        let checkpoints = Checkpointer::start(path, counters.clone(), settings.wal_limit_bytes)?;
         counters
             .staged_records
             .store(u64::try_from(staged).unwrap_or(0), Ordering::Relaxed);
@@ -323,6 +334,7 @@ impl AuditWriter {
             staged_records: self.counters.staged_records.load(Ordering::Relaxed),
             failed_moves: self.counters.failed_moves.load(Ordering::Relaxed),
             inline_commits: self.counters.inline_commits.load(Ordering::Relaxed),
+            wal_restarts: self.counters.wal_restarts.load(Ordering::Relaxed),
         }
     }
 
@@ -363,13 +375,21 @@ const MOVE_SQL: &str = concat!(
     " FROM audit_staging ORDER BY seq"
 );
 
-/// The size the WAL file is cut back to after a checkpoint, once a burst has grown it.
-const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+/// The WAL size past which the checkpointer holds commits back until the WAL can start over,
+/// and the size the file is cut back to when it does.
+pub const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// A thread that checkpoints the store's WAL off the writer's commit path, every
-/// [`CHECKPOINT_EVERY`], until its handle is dropped (then once more, waited for). `PASSIVE`
-/// never waits for readers or writers; the WAL restarts from its beginning once fully copied, so
-/// it stays about one interval of commits long.
+/// [`CHECKPOINT_EVERY`], until its handle is dropped (then once more, waited for).
+///
+/// `PASSIVE` never waits for readers or writers. The WAL starts over from its beginning only
+/// when a commit finds it wholly copied, which under steady commits never happens: each
+/// checkpoint ends behind the commits made while it ran, and the WAL grew by gigabytes a minute
+/// under load. So once the WAL passes the limit, the checkpointer flags it and the writer runs a
+/// `RESTART` checkpoint on its own connection before its next commit
+/// ([`Committer::restart_wal_if_due`]): it copies the little the passive one left, and the
+/// writer's next commit starts the WAL over, cut back to the limit (`journal_size_limit`). A
+/// restart run from this thread instead raced the writer for the lock and lost for seconds.
 struct Checkpointer {
     /// Dropping it wakes the thread and ends it.
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -386,16 +406,31 @@ impl Drop for Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path, counters: Arc<Counters>) -> Result<Checkpointer, AuditError> {
+    fn start(
+        path: &Path,
+        counters: Arc<Counters>,
+        wal_limit_bytes: i64,
+    ) -> Result<Checkpointer, AuditError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let limit_frames = wal_limit_bytes / page_size.max(1);
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("sluice-checkpoint".into())
             .spawn(move || {
-                let checkpoint = || {
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
+                let run = |mode: &str| wal_checkpoint(&conn, mode);
+                let checkpoint = || match run("PASSIVE") {
+                    Ok((_, frames)) => {
+                        if frames > limit_frames {
+                            // Once more first: it copies only what was committed during the
+                            // first, so the writer's restart has less left to copy while
+                            // commits wait.
+                            let _ = run("PASSIVE");
+                            counters.wal_over_limit.store(true, Ordering::Release);
+                        }
+                    }
+                    Err(e) => {
                         tracing::warn!(error = %e, "audit WAL checkpoint failed");
                         counters.failed_checkpoints.fetch_add(1, Ordering::Relaxed);
                     }
@@ -441,6 +476,13 @@ struct Committer {
     closed: bool,
     /// The connection's busy timeout now (a lone caller's commit uses zero).
     busy: Duration,
+}
+
+/// `PRAGMA wal_checkpoint(mode)`: (1 if it could not finish for a lock, frames in the WAL).
+fn wal_checkpoint(conn: &Connection, mode: &str) -> Result<(i64, i64), rusqlite::Error> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
 }
 
 fn staged(counters: &Counters) -> usize {
@@ -552,6 +594,7 @@ impl Committer {
         if batch.is_empty() {
             return;
         }
+        self.restart_wal_if_due();
         let result = self.write(batch.iter().map(|p| &*p.rec), BUSY_TIMEOUT);
         match result {
             Ok(()) => {
@@ -585,6 +628,39 @@ impl Committer {
                 for p in batch.drain(..) {
                     self.failed(p, e.clone());
                 }
+            }
+        }
+    }
+
+    /// If the checkpointer found the WAL past its limit: copies the rest of it into the
+    /// database and makes the next commit start it over. Commits wait meanwhile (this is the
+    /// writer's connection), which bounds the WAL under commits that never pause. Never waits
+    /// for the checkpointer or a reader: while either holds the WAL, the next commit tries again.
+    fn restart_wal_if_due(&mut self) {
+        if !self.counters.wal_over_limit.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        // Without waiting: while the checkpointer (copying and syncing, which can take a
+        // while) or a reader holds the WAL, each commit tries again instead of sleeping in
+        // SQLite's busy handler while queries wait for their records.
+        let result = self
+            .wait_for_lock(Duration::ZERO)
+            .and_then(|()| wal_checkpoint(&self.conn, "RESTART"));
+        match result {
+            Ok((0, _)) => {
+                self.counters.wal_restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {
+                self.counters.wal_over_limit.store(true, Ordering::Release);
+            }
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                self.counters.wal_over_limit.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit WAL restart failed");
+                self.counters
+                    .failed_checkpoints
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -720,6 +796,70 @@ mod tests {
         );
         assert_eq!(writer.committed_batches(), stats.committed_batches);
         assert_eq!(count_fresh(&path, &company), n);
+        writer.shutdown().await.unwrap();
+    }
+
+    /// Under commits that never pause, passive checkpoints never catch up and the WAL never
+    /// starts over: it grew by gigabytes a minute in bench runs. Past its limit the checkpointer
+    /// holds commits back until it can, so the file stays near the limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_near_its_limit_under_commits_that_never_pause() {
+        let (_dir, path, _conn) = fresh_db();
+        let limit: i64 = 256 * 1024;
+        let writer = Arc::new(
+            AuditWriter::start(
+                &path,
+                AuditSettings {
+                    wal_limit_bytes: limit,
+                    ..settings(true, 0)
+                },
+            )
+            .unwrap(),
+        );
+        let company = CompanyId::generate();
+        let wal = path.with_extension("db-wal");
+        let until = Instant::now() + Duration::from_secs(4);
+        let writers: Vec<_> = (0..16)
+            .map(|_| {
+                let writer = writer.clone();
+                let company = company.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < until {
+                        writer.record(sample(&company, "query")).await.unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let half = until - Duration::from_secs(2);
+        let (mut first_half, mut second_half) = (0, 0);
+        while Instant::now() < until {
+            let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            let largest = if Instant::now() < half {
+                &mut first_half
+            } else {
+                &mut second_half
+            };
+            *largest = (*largest).max(size);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut records = 0;
+        for w in writers {
+            records += w.await.unwrap();
+        }
+        let stats = writer.stats();
+        assert!(stats.wal_restarts > 0, "{records} records, {stats:?}");
+        // The file stays within the limit plus about one checkpoint interval of commits, however
+        // long the commits go on (how much that is depends on the machine's speed). Without the
+        // restarts it grew all along: twice as large at the end as halfway.
+        assert!(
+            second_half < first_half + first_half / 2 + 1024 * 1024,
+            "the WAL grew from {first_half} bytes in the first two seconds to {second_half} in \
+             the last two, with {records} records committed ({stats:?})"
+        );
+        assert_eq!(count_fresh(&path, &company), records);
         writer.shutdown().await.unwrap();
     }
 
