@@ -237,6 +237,16 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    #[track_caller]
+    fn assert_lines(out: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                out.lines().any(|l| l == *line),
+                "{line} missing from:\n{out}"
+            );
+        }
+    }
+
     /// The names and types docs/configuration.md lists.
     #[test]
     fn query_and_pool_metrics_are_exposed_under_their_names() {
@@ -250,22 +260,20 @@ mod tests {
             waiting: 1,
         };
         let out = m.render(&[(ds, pool)], &AuditStats::default(), 0);
-        for line in [
-            "# TYPE sluice_queries counter",
-            "sluice_queries_total{outcome=\"ok\",kind=\"postgres\"} 1",
-            "# TYPE sluice_query_duration_seconds histogram",
-            "sluice_query_duration_seconds_count{kind=\"postgres\"} 1",
-            "sluice_datasource_errors_total{datasource=\"ds_1\",code=\"query_timeout\"} 1",
-            "sluice_pools_open 1",
-            "sluice_pool_size{datasource=\"ds_1\"} 3",
-            "sluice_pool_in_use{datasource=\"ds_1\"} 2",
-            "sluice_pool_waiting{datasource=\"ds_1\"} 1",
-        ] {
-            assert!(
-                out.lines().any(|l| l == line),
-                "{line} missing from:\n{out}"
-            );
-        }
+        assert_lines(
+            &out,
+            &[
+                "# TYPE sluice_queries counter",
+                "sluice_queries_total{outcome=\"ok\",kind=\"postgres\"} 1",
+                "# TYPE sluice_query_duration_seconds histogram",
+                "sluice_query_duration_seconds_count{kind=\"postgres\"} 1",
+                "sluice_datasource_errors_total{datasource=\"ds_1\",code=\"query_timeout\"} 1",
+                "sluice_pools_open 1",
+                "sluice_pool_size{datasource=\"ds_1\"} 3",
+                "sluice_pool_in_use{datasource=\"ds_1\"} 2",
+                "sluice_pool_waiting{datasource=\"ds_1\"} 1",
+            ],
+        );
     }
 
     #[test]
@@ -282,26 +290,24 @@ mod tests {
             wal_restarts: 8,
         };
         let out = m.render(&[], &stats, 5);
-        for line in [
-            "# TYPE sluice_audit_committed_batches counter",
-            "sluice_audit_committed_batches_total 4",
-            "sluice_audit_committed_records_total 9",
-            "sluice_audit_failed_records_total 1",
-            "sluice_audit_failed_checkpoints_total 2",
-            "sluice_audit_failed_moves_total 3",
-            "# TYPE sluice_audit_inline_commits counter",
-            "sluice_audit_inline_commits_total 6",
-            "sluice_audit_wal_restarts_total 8",
-            "# TYPE sluice_audit_staged_records gauge",
-            "sluice_audit_staged_records 7",
-            "# TYPE sluice_audit_queue gauge",
-            "sluice_audit_queue 5",
-        ] {
-            assert!(
-                out.lines().any(|l| l == line),
-                "{line} missing from:\n{out}"
-            );
-        }
+        assert_lines(
+            &out,
+            &[
+                "# TYPE sluice_audit_committed_batches counter",
+                "sluice_audit_committed_batches_total 4",
+                "sluice_audit_committed_records_total 9",
+                "sluice_audit_failed_records_total 1",
+                "sluice_audit_failed_checkpoints_total 2",
+                "sluice_audit_failed_moves_total 3",
+                "# TYPE sluice_audit_inline_commits counter",
+                "sluice_audit_inline_commits_total 6",
+                "sluice_audit_wal_restarts_total 8",
+                "# TYPE sluice_audit_staged_records gauge",
+                "sluice_audit_staged_records 7",
+                "# TYPE sluice_audit_queue gauge",
+                "sluice_audit_queue 5",
+            ],
+        );
         // Each scrape shows the totals passed to it, and each metric once.
         let later = AuditStats {
             committed_records: 12,
