@@ -51,9 +51,8 @@ pub struct AuditSettings {
     /// Idle time after which the writer moves what is staged (default [`MOVE_WHEN_IDLE_FOR`];
     /// not a configuration field).
     pub move_when_idle_for: Duration,
-    /// WAL size past which the checkpointer stops new commits until it has copied the whole
-    /// WAL, so the next commit starts it over (default [`WAL_SIZE_LIMIT_BYTES`]; not a
-    /// configuration field).
+    /// WAL size past which the writer restarts the WAL before its next commit (see
+    /// [`Checkpointer`]; default [`WAL_SIZE_LIMIT_BYTES`]; not a configuration field).
     pub wal_limit_bytes: i64,
 }
 
@@ -375,8 +374,8 @@ const MOVE_SQL: &str = concat!(
     " FROM audit_staging ORDER BY seq"
 );
 
-/// The WAL size past which the checkpointer holds commits back until the WAL can start over,
-/// and the size the file is cut back to when it does.
+/// The WAL size past which the writer restarts the WAL (holding its commits back meanwhile), and
+/// the size the file is cut back to when it starts over.
 pub const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// A thread that checkpoints the store's WAL off the writer's commit path, every
@@ -419,14 +418,9 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("sluice-checkpoint".into())
             .spawn(move || {
-                let run = |mode: &str| wal_checkpoint(&conn, mode);
-                let checkpoint = || match run("PASSIVE") {
+                let checkpoint = || match wal_checkpoint(&conn, "PASSIVE") {
                     Ok((_, frames)) => {
                         if frames > limit_frames {
-                            // Once more first: it copies only what was committed during the
-                            // first, so the writer's restart has less left to copy while
-                            // commits wait.
-                            let _ = run("PASSIVE");
                             counters.wal_over_limit.store(true, Ordering::Release);
                         }
                     }
@@ -800,8 +794,8 @@ mod tests {
     }
 
     /// Under commits that never pause, passive checkpoints never catch up and the WAL never
-    /// starts over: it grew by gigabytes a minute in bench runs. Past its limit the checkpointer
-    /// holds commits back until it can, so the file stays near the limit.
+    /// starts over: it grew by gigabytes a minute in bench runs. Past its limit the writer
+    /// restarts it, so the file stays near the limit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_near_its_limit_under_commits_that_never_pause() {
         let (_dir, path, _conn) = fresh_db();

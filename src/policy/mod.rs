@@ -20,6 +20,7 @@ mod tests;
 pub use functions::{builtin_names, is_builtin};
 
 use crate::model::{DatasourceKind, ScopePolicy};
+use sqlparser::ast::Statement;
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
@@ -123,21 +124,7 @@ fn check_on_big_stack(
     scope: &ScopePolicy,
 ) -> Result<Checked, PolicyError> {
     let dialect = dialect(target.kind);
-    let tokens = lex::scan(sql, target.kind, dialect)?;
-    let mut statements = Parser::new(dialect)
-        .with_recursion_limit(RECURSION_LIMIT)
-        .with_tokens_with_locations(tokens)
-        .parse_statements()
-        .map_err(|e| PolicyError::Parse(e.to_string()))?;
-    let statement = match statements.len() {
-        0 => return Err(PolicyError::Parse("no statement".into())),
-        1 => statements.remove(0),
-        n => {
-            return Err(PolicyError::StatementNotAllowed(format!(
-                "{n} statements are not allowed: send exactly one"
-            )));
-        }
-    };
+    let statement = parse_one(sql, target.kind, dialect)?;
     let facts = walk::inspect(&statement, target.kind, target.default_schema, scope)?;
     let sql = render::render_verified(&statement, dialect, sql)?;
     Ok(Checked {
@@ -148,6 +135,28 @@ fn check_on_big_stack(
         calls_user_functions: facts.calls_user_functions,
         param_count: facts.param_count,
     })
+}
+
+/// The lexical checks, then sqlparser with `dialect` and [`RECURSION_LIMIT`]: exactly one
+/// statement. [`render`] relies on this being the parser's default options on the whole text.
+fn parse_one(
+    sql: &str,
+    kind: DatasourceKind,
+    dialect: &dyn Dialect,
+) -> Result<Statement, PolicyError> {
+    let tokens = lex::scan(sql, kind, dialect)?;
+    let mut statements = Parser::new(dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| PolicyError::Parse(e.to_string()))?;
+    match statements.len() {
+        0 => Err(PolicyError::Parse("no statement".into())),
+        1 => Ok(statements.remove(0)),
+        n => Err(PolicyError::StatementNotAllowed(format!(
+            "{n} statements are not allowed: send exactly one"
+        ))),
+    }
 }
 
 /// Runs [`check`] on tokio's blocking pool, so a slow or pathological parse never stalls a

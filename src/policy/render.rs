@@ -44,19 +44,11 @@ fn reparses_to(sql: &str, statement: &Statement, dialect: &dyn Dialect) -> bool 
 mod tests {
     use super::*;
     use crate::model::DatasourceKind;
-    use crate::policy::{dialect, lex};
+    use crate::policy::{dialect, parse_one};
 
-    /// The first parse exactly as `check` does it.
+    /// The first parse, as `check` does it.
     fn first_parse(sql: &str, kind: DatasourceKind) -> Statement {
-        let d = dialect(kind);
-        let tokens = lex::scan(sql, kind, d).expect("scans");
-        let mut all = Parser::new(d)
-            .with_recursion_limit(RECURSION_LIMIT)
-            .with_tokens_with_locations(tokens)
-            .parse_statements()
-            .expect("parses");
-        assert_eq!(all.len(), 1, "{sql}");
-        all.remove(0)
+        parse_one(sql, kind, dialect(kind)).expect("one statement")
     }
 
     /// The shortcut is sound only if the full re-parse would have agreed. Every statement here
