@@ -530,6 +530,40 @@ async fn dropping_a_stream_midway_stops_the_statement_on_the_server() {
     }
 }
 
+/// Five rows (each larger than the server's 16 KiB network buffer, so each is sent as soon as it
+/// is made), then a sixth that takes forever to compute.
+const FIVE_ROWS_THEN_SPIN: &str = "SELECT seq, REPEAT('x', 20000) AS pad, \
+     IF(seq > 5, BENCHMARK(100000000000, SHA2('x', 256)), 0) AS spin \
+     FROM (SELECT 1 seq UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+           UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7) t ORDER BY seq";
+
+/// A server blocked sending rows notices a closed socket by itself (the test above); one busy
+/// computing the next row does not, so the driver must kill the statement when its reader goes
+/// away (`Abandoned::Finish`), not only drop the connection.
+#[tokio::test]
+async fn dropping_a_stream_while_the_server_computes_the_next_row_kills_the_statement() {
+    let f = Fixture::new().await;
+    let pool = f.pool(2).await;
+    for paced_by_client in [true, false] {
+        let mut req = query(FIVE_ROWS_THEN_SPIN);
+        req.paced_by_client = paced_by_client;
+        let mut stream = rows_of(pool.execute(req).await.unwrap());
+        for _ in 0..5 {
+            stream.next().await.unwrap().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !f.running_queries().await.is_empty(),
+            "the sixth row was being computed (paced_by_client {paced_by_client})"
+        );
+        drop(stream);
+        f.assert_nothing_running_soon().await;
+    }
+    // The pool still serves.
+    let (_, rows) = collect(&pool, query("SELECT 7")).await;
+    assert_eq!(rows.len(), 1);
+}
+
 #[tokio::test]
 async fn dropping_the_execute_future_stops_the_statement_on_the_server() {
     let f = Fixture::new().await;
