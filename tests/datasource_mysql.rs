@@ -502,25 +502,36 @@ async fn the_client_deadline_covers_streaming_too() {
     }
 }
 
+/// Reads five rows of `sql`, checks the statement still runs on the server, drops the stream
+/// and checks that the statement stops there.
+async fn drop_a_stream_after_five_rows(
+    f: &Fixture,
+    pool: &MysqlPool,
+    sql: &str,
+    paced_by_client: bool,
+) {
+    let mut req = query(sql);
+    req.paced_by_client = paced_by_client;
+    let mut stream = rows_of(pool.execute(req).await.unwrap());
+    for _ in 0..5 {
+        stream.next().await.unwrap().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !f.running_queries().await.is_empty(),
+        "the statement was running after five rows (paced_by_client {paced_by_client})"
+    );
+    drop(stream);
+    f.assert_nothing_running_soon().await;
+}
+
 #[tokio::test]
 async fn dropping_a_stream_midway_stops_the_statement_on_the_server() {
     let f = Fixture::new().await;
     let pool = f.pool(2).await;
     for paced_by_client in [true, false] {
-        let mut req = query(MILLION);
-        req.paced_by_client = paced_by_client;
-        let mut stream = rows_of(pool.execute(req).await.unwrap());
-        for _ in 0..5 {
-            stream.next().await.unwrap().unwrap();
-        }
-        // The server is now blocked sending the rest; dropping the stream must stop it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            !f.running_queries().await.is_empty(),
-            "the statement was running (paced_by_client {paced_by_client})"
-        );
-        drop(stream);
-        f.assert_nothing_running_soon().await;
+        // The server is blocked sending the rest when the stream is dropped.
+        drop_a_stream_after_five_rows(&f, &pool, MILLION, paced_by_client).await;
         // The connection was discarded, not returned: nothing stays checked out.
         let start = Instant::now();
         while pool.stats().in_use != 0 {
@@ -545,19 +556,7 @@ async fn dropping_a_stream_while_the_server_computes_the_next_row_kills_the_stat
     let f = Fixture::new().await;
     let pool = f.pool(2).await;
     for paced_by_client in [true, false] {
-        let mut req = query(FIVE_ROWS_THEN_SPIN);
-        req.paced_by_client = paced_by_client;
-        let mut stream = rows_of(pool.execute(req).await.unwrap());
-        for _ in 0..5 {
-            stream.next().await.unwrap().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            !f.running_queries().await.is_empty(),
-            "the sixth row was being computed (paced_by_client {paced_by_client})"
-        );
-        drop(stream);
-        f.assert_nothing_running_soon().await;
+        drop_a_stream_after_five_rows(&f, &pool, FIVE_ROWS_THEN_SPIN, paced_by_client).await;
     }
     // The pool still serves.
     let (_, rows) = collect(&pool, query("SELECT 7")).await;

@@ -394,7 +394,7 @@ pub const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 /// restart run from this thread instead raced the writer for the lock and lost for seconds.
 ///
 /// Commits wait while the restart runs, so this thread leaves it as little as it can (see
-/// [`Checkpoints::run`]). Bench figures are in BENCHMARKS.md ("The audit WAL").
+/// [`Checkpoints::run`]). Paired figures are in BENCHMARKS.md, under 3360e84.
 struct Checkpointer {
     /// Dropping it wakes the thread and ends it.
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -467,8 +467,8 @@ impl Checkpoints {
     ///
     /// The writer's restart holds commits back while it syncs the WAL written since this
     /// thread's last sync, copies the frames this thread has not, and syncs the database file.
-    /// Three things keep that short (paired runs at 64 clients: p99 80-94 ms without them,
-    /// 11-14 ms with them, against 9-11 ms with no restarts at all):
+    /// Three things keep that short (paired runs at 64 clients: p99 85-86 ms without them,
+    /// 17-24 ms with them, against 9-11 ms with no restarts at all):
     /// - [`Self::passive`] syncs the database file after every copy;
     /// - the second checkpoint leaves the restart only what came in while it ran;
     /// - the WAL file is cut back only past twice the limit (`journal_size_limit`), so the
@@ -488,7 +488,7 @@ impl Checkpoints {
     ///
     /// SQLite syncs the database file only when a checkpoint finds that no commit came in while
     /// it copied, which under steady commits only the writer's restart does: it then synced
-    /// every page the passive checkpoints had written since the last restart (40-50 ms).
+    /// every page the passive checkpoints had written since the last restart (38-56 ms).
     fn passive(&mut self) -> Option<i64> {
         match wal_checkpoint(&self.conn, "PASSIVE") {
             Ok((_, frames, copied)) => {
