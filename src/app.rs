@@ -52,6 +52,7 @@ impl Application {
             allow_networks: config.allow_networks.clone(),
             sqlite_roots: config.sqlite_roots(),
             max_result_bytes: config.limits.max_result_bytes,
+            catalog_refresh: Duration::from_secs(config.pools.catalog_refresh_secs),
         });
         let listener = TcpListener::bind(config.listen).await?;
         let limits = Limiters::new(

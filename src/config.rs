@@ -72,6 +72,11 @@ pub struct Pools {
     pub connect_timeout_ms: u64,
     /// Pools unused this long are closed.
     pub idle_timeout_secs: u64,
+    /// How often a datasource's catalogue (what the policy knows of the server: schemas,
+    /// inheritance, views, virtual tables, functions) is read again. A change on the server is
+    /// enforced within this time, at once after a `check`, and before the next query after a
+    /// statement failed on a missing object.
+    pub catalog_refresh_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +166,7 @@ impl Default for Pools {
             wait_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
             idle_timeout_secs: 300,
+            catalog_refresh_secs: 60,
         }
     }
 }
@@ -269,6 +275,10 @@ impl Config {
             ),
             ("pools.default_size", self.pools.default_size as u64),
             ("pools.max_size", self.pools.max_size as u64),
+            (
+                "pools.catalog_refresh_secs",
+                self.pools.catalog_refresh_secs,
+            ),
             ("audit.max_batch", self.audit.max_batch as u64),
             ("audit.queue_capacity", self.audit.queue_capacity as u64),
         ];

@@ -155,9 +155,20 @@ pub struct ScopePolicy {
     pub allowed_tables: Option<Vec<String>>,
     #[serde(default)]
     pub denied_tables: Vec<String>,
-    /// Functions allowed on top of the built-in safe list of the datasource's dialect.
+    /// Functions allowed on top of the built-in safe list of the datasource's dialect: user
+    /// functions, written `schema.name` (or `name` for the default schema). Also the functions a
+    /// view, trigger, default or row-level security policy may run on the statement's behalf.
     #[serde(default)]
     pub extra_functions: Vec<String>,
+    /// PostgreSQL: the schema unqualified table names resolve in. Filled from the service
+    /// account's own `search_path` when the datasource is checked and none was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_schema: Option<String>,
+    /// PostgreSQL: extensions whose functions, operators and types statements may use by name
+    /// (`["vector", "postgis", "pg_trgm"]`). Their schemas follow `pg_catalog` on the session's
+    /// search path; nothing else in those schemas is reachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
     #[serde(default = "default_max_rows")]
     pub max_rows: u64,
     #[serde(default = "default_timeout_ms")]
@@ -183,6 +194,8 @@ impl Default for ScopePolicy {
             allowed_tables: None,
             denied_tables: Vec::new(),
             extra_functions: Vec::new(),
+            default_schema: None,
+            extensions: Vec::new(),
             max_rows: DEFAULT_MAX_ROWS,
             timeout_ms: DEFAULT_TIMEOUT_MS,
         }

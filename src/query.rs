@@ -81,6 +81,12 @@ async fn datasource_failed(
     attempt: Attempt,
     e: crate::datasource::ExecError,
 ) -> Response {
+    if e.is_missing_object()
+        && let Some(ds) = &attempt.rec.datasource_id
+    {
+        // The server's catalogue moved under the policy's copy: read it before the next query.
+        state.registry.catalog_stale(ds);
+    }
     let err = ApiError::from(e);
     attempt.count_datasource_error(state, &err);
     refuse(state, attempt, err).await
@@ -289,14 +295,23 @@ async fn query(
             return refuse(&state, attempt, ApiError::too_many(msg, 1)).await;
         }
     };
+    // What the server holds (schemas, children, views, functions), for the policy to resolve
+    // names as the server will.
+    let catalog = match state.registry.catalog(&ds.spec).await {
+        Ok(c) => c,
+        Err(e) => return datasource_failed(&state, attempt, e).await,
+    };
+    let default_schema =
+        crate::policy::default_schema(ds.kind, &ds.policy, &catalog.known.catalog).to_owned();
     let checked = match state
         .policy_cache
         .check(
             body.sql.clone(),
             ds.kind,
-            ds.default_schema().to_owned(),
+            default_schema,
             state.config.limits.max_sql_bytes,
             ds.policy.clone(),
+            catalog.known.clone(),
         )
         .await
     {
@@ -329,6 +344,8 @@ async fn query(
         max_rows,
         timeout: Duration::from_millis(timeout_ms),
         may_change_session: checked.calls_user_functions,
+        search_path: (ds.kind == DatasourceKind::Postgres)
+            .then(|| catalog.known.catalog.search_path(&ds.policy.extensions)),
         paced_by_client: wants_ndjson(&headers),
     };
     let ds_json = json!({"id": ds.id, "name": ds.name});

@@ -118,6 +118,7 @@ fn query(sql: &str) -> Execute {
         max_rows: 1_000_000,
         timeout: Duration::from_secs(30),
         may_change_session: false,
+        search_path: None,
         paced_by_client: false,
     }
 }

@@ -84,6 +84,7 @@ fn query(sql: &str) -> Execute {
         max_rows: 10_000,
         timeout: Duration::from_secs(10),
         may_change_session: false,
+        search_path: Some("public".into()),
         paced_by_client: false,
     }
 }
@@ -475,7 +476,10 @@ async fn a_cancel_after_truncation_never_reaches_the_connections_next_statement(
 }
 
 #[tokio::test]
-async fn a_repeated_read_only_query_goes_out_alone_on_a_session_already_set_up() {
+async fn every_statement_is_preceded_by_the_setup_whatever_ran_before() {
+    // Read-only must hold per transaction, never rest on a session default: a function can
+    // turn `default_transaction_read_only` off for the session, so no statement may skip the
+    // setup that sets it back (and pins the search path and role).
     let f = fixture("").await;
     let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
     // The backend's local transaction counter: the setup statement is a transaction of its own.
@@ -486,28 +490,43 @@ async fn a_repeated_read_only_query_goes_out_alone_on_a_session_already_set_up()
     let lxid = |r: Rows| r.rows[0][0].as_i64().expect("a number");
     let a = lxid(rows(&pool, q.clone()).await.unwrap());
     let b = lxid(rows(&pool, q.clone()).await.unwrap());
-    assert_eq!(b - a, 1, "only the query's own transaction ran");
-    let mut other_timeout = q.clone();
-    other_timeout.timeout = Duration::from_secs(9);
-    let c = lxid(rows(&pool, other_timeout).await.unwrap());
-    assert_eq!(
-        c - b,
-        2,
-        "a new timeout: the setup statement, then the query"
-    );
-    // Any other statement may change the session: the next query is set up and checked again.
-    let mut in_transaction = q.clone();
-    in_transaction.read_only = false;
-    let d = lxid(rows(&pool, in_transaction).await.unwrap());
-    let e = lxid(rows(&pool, q.clone()).await.unwrap());
-    assert_eq!(e - d, 2, "set up again after a statement in a transaction");
-    let mut opaque = q.clone();
-    opaque.may_change_session = true;
-    rows(&pool, opaque).await.unwrap();
-    let g = lxid(rows(&pool, q.clone()).await.unwrap());
-    let h = lxid(rows(&pool, q).await.unwrap());
-    assert_eq!(h - g, 1, "and alone again once set up");
+    assert_eq!(b - a, 2, "the setup statement, then the query, every time");
+    let c = lxid(rows(&pool, q.clone()).await.unwrap());
+    assert_eq!(c - b, 2);
     assert_eq!(pool.stats().size, 1);
+}
+
+#[tokio::test]
+async fn a_session_turned_read_write_by_a_function_is_read_only_again_for_the_next_statement() {
+    let f = fixture(
+        "CREATE TABLE marks (n int); GRANT INSERT, SELECT ON marks TO {role}; \
+         CREATE FUNCTION unlock() RETURNS int LANGUAGE sql AS $$ \
+           SELECT 1 FROM (SELECT set_config('default_transaction_read_only', 'off', false)) s $$; \
+         GRANT EXECUTE ON FUNCTION unlock() TO {role};",
+    )
+    .await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    // As if the policy had been fooled into letting the call through unmarked.
+    rows(&pool, query("SELECT unlock()")).await.unwrap();
+    for _ in 0..3 {
+        // Sent the way a read-only datasource sends a query: its transaction must start
+        // read-only.
+        let e = rows(&pool, query("INSERT INTO marks VALUES (1) RETURNING n"))
+            .await
+            .err();
+        assert!(
+            matches!(&e, Some(ExecError::QueryFailed { sqlstate: Some(c), .. }) if c == "25006"),
+            "{e:?}"
+        );
+    }
+    let n: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM marks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing was written");
+    assert_eq!(pool.stats().size, 1, "all on the one pooled connection");
 }
 
 /// A connection the server ended while it sat idle in the pool (an administrator's

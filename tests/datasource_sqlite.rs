@@ -69,6 +69,7 @@ fn query(sql: &str) -> Execute {
         max_rows: 10_000_000,
         timeout: Duration::from_secs(30),
         may_change_session: false,
+        search_path: None,
         paced_by_client: false,
     }
 }

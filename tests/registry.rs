@@ -30,6 +30,7 @@ async fn one_value(reg: &Registry, spec: &DatasourceSpec, sql: &str) -> String {
         max_rows: 10,
         timeout: Duration::from_secs(5),
         may_change_session: false,
+        search_path: None,
         paced_by_client: false,
     };
     match reg.execute(spec, exec).await.expect("execute") {
@@ -114,6 +115,7 @@ async fn a_file_outside_the_roots_is_refused() {
         max_rows: 1,
         timeout: Duration::from_secs(5),
         may_change_session: false,
+        search_path: None,
         paced_by_client: false,
     };
     let err = match reg.execute(&spec("ds_x", &outside, 1), exec).await {

@@ -89,8 +89,11 @@ pub struct RegistrySettings {
     pub allow_networks: Vec<ipnet::IpNet>,
     /// Directories SQLite datasource files must lie under.
     pub sqlite_roots: Vec<PathBuf>,
-    /// Upper bound on the encoded bytes of one result (JSON row bytes summed).
+    /// Upper bound on the encoded bytes of one result (JSON row bytes summed). No single value
+    /// larger than this is read into memory.
     pub max_result_bytes: u64,
+    /// How long a datasource's catalogue is used before it is read again.
+    pub catalog_refresh: Duration,
 }
 
 impl Default for RegistrySettings {
@@ -103,6 +106,7 @@ impl Default for RegistrySettings {
             allow_networks: Vec::new(),
             sqlite_roots: Vec::new(),
             max_result_bytes: 256 * 1024 * 1024,
+            catalog_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -126,6 +130,10 @@ pub struct Execute {
     /// it serves anyone else. When false, the policy has refused every construct that changes
     /// session state, and a read-only query's connection goes back to the pool as it is.
     pub may_change_session: bool,
+    /// PostgreSQL: the session's `search_path` for this statement (`pg_catalog`, the trusted
+    /// extensions' schemas, `pg_temp`). Pinned before every statement, whatever the previous one
+    /// left behind. `None` elsewhere.
+    pub search_path: Option<String>,
     /// The rows go to the client at the client's pace (an NDJSON stream). The statement then
     /// runs in a task of its own, so its deadline cancels it and frees the connection even while
     /// the client reads nothing. Otherwise the caller reads every row at once (a buffered answer)
@@ -248,6 +256,33 @@ pub enum ExecError {
     /// A type the gateway cannot encode (the message names it and suggests a cast).
     #[error("{0}")]
     UnsupportedType(String),
+}
+
+impl ExecError {
+    /// The statement failed on an object the server does not have (a table, column, function
+    /// or schema): the catalogue the policy checked against may be out of date.
+    pub fn is_missing_object(&self) -> bool {
+        let ExecError::QueryFailed { message, sqlstate } = self else {
+            return false;
+        };
+        match sqlstate.as_deref() {
+            // PostgreSQL: undefined table, function, object, column; invalid schema; a cached
+            // plan whose result type changed. MySQL: no such table or column.
+            Some(code) => matches!(
+                code,
+                "42P01" | "42883" | "42704" | "42703" | "3F000" | "0A000" | "42S02" | "42S22"
+            ),
+            // SQLite reports no SQLSTATE.
+            None => [
+                "no such table",
+                "no such column",
+                "no such function",
+                "no such module",
+            ]
+            .iter()
+            .any(|p| message.starts_with(p)),
+        }
+    }
 }
 
 /// Removes secrets (passwords, whole connection strings) from a driver's message.

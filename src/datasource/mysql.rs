@@ -298,6 +298,17 @@ impl MysqlPool {
         Ok(out)
     }
 
+    /// What the SQL policy needs to know of this server (see `policy::catalog`).
+    pub async fn introspect(&self) -> Result<crate::policy::Catalog, ExecError> {
+        let info = self.check().await?;
+        Ok(crate::policy::Catalog {
+            kind: Some(crate::model::DatasourceKind::Mysql),
+            server_version: info.server_version,
+            default_schema: self.inner.target.database.clone(),
+            ..Default::default()
+        })
+    }
+
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             size: self.inner.size.load(Ordering::Acquire),

@@ -2,16 +2,27 @@
 //! the execution of one policy-checked statement, with server-side timeouts, a client-side
 //! deadline that cancels on the server, and the database's own read-only guard.
 //!
+//! Before every statement, whatever the previous one on the connection did, the prepared setup
+//! statement pins what the SQL policy's model of the server depends on: the `search_path`
+//! (`pg_catalog`, the trusted extensions' schemas, `pg_temp`: no user schema), the role the
+//! connection logged in with, `standard_conforming_strings`, the timeouts, and whether the
+//! transactions that follow start read-only. It is never skipped: a function can change any of
+//! these for the session, and the next request must not inherit that.
+//!
 //! Two ways to run a statement:
-//! * a query on a read-only datasource (the common case) takes one round trip: the prepared
-//!   setup statement (timeouts, `standard_conforming_strings`, `default_transaction_read_only`)
-//!   and the query go out together, each in its own implicit transaction, so the query's
-//!   transaction starts read-only. Rows stream as the server sends them; stopping early (row or
-//!   byte cap) cancels the statement on the server and reads what is left, so the connection
-//!   stays usable.
+//! * a query on a read-only datasource (the common case) takes one round trip: the setup and the
+//!   query go out together, each in its own implicit transaction, so the query's transaction
+//!   starts read-only. Rows stream as the server sends them; stopping early (row or byte cap)
+//!   cancels the statement on the server and reads what is left, so the connection stays usable.
 //! * anything else runs in an explicit transaction (`START TRANSACTION READ ONLY` or `READ
 //!   WRITE`) with rows fetched through a portal in batches, and ends with COMMIT or ROLLBACK.
+//!
+//! The socket is read through [`bounded::Bounded`]: no single message (one row, in practice)
+//! larger than the result cap is ever buffered, and a connection that buffered a large one is
+//! discarded rather than kept with that memory.
 
+mod bounded;
+mod catalog;
 mod params;
 mod types;
 
@@ -32,6 +43,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
+use bounded::{Bounded, Watch};
+
 use super::drive::{self, Abandoned, Ends, Head};
 use super::{
     Column, ColumnInfo, Connection, DatasourceSpec, ExecError, Execute, Execution, PoolStats,
@@ -50,31 +63,55 @@ const STARTUP_OPTIONS: &str = "-c standard_conforming_strings=on -c client_encod
 /// statement is closed on the server) so distinct ad-hoc queries cannot grow it without bound.
 const STATEMENT_CACHE_SIZE: usize = 256;
 
-/// Sent before every statement, in the same round trip: the server-side timeouts for this
-/// statement, `standard_conforming_strings` again (a backslash must never become an escape the
-/// policy did not see), and whether the transactions that follow start read-only. Session-level
-/// (`false`), because a read-only query runs in its own implicit transaction right after this
-/// one. It also reads back the current transaction's read-only flag and the settings pinned at
-/// connect, which no statement may have changed. Our own text with parameters, never user SQL.
-const SETUP_SQL: &str = "SELECT set_config('statement_timeout', $1, false), \
-     set_config('lock_timeout', $1, false), \
-     set_config('idle_in_transaction_session_timeout', $1, false), \
-     set_config('standard_conforming_strings', 'on', false), \
-     set_config('default_transaction_read_only', $2, false), \
-     current_setting('transaction_read_only'), \
-     current_setting('client_encoding'), current_setting('DateStyle'), \
-     current_setting('TimeZone'), current_setting('IntervalStyle')";
+/// Sent before every statement, in the same round trip: the session's search path and role, the
+/// server-side timeouts for this statement, `standard_conforming_strings` again (a backslash
+/// must never become an escape the policy did not see), and whether the transactions that
+/// follow start read-only. Session-level (`false`), because a read-only query runs in its own
+/// implicit transaction right after this one. It also reads back the current transaction's
+/// read-only flag and the settings pinned at connect, which no statement may have changed. Our
+/// own text with parameters, never user SQL; every name qualified, so nothing on the role's own
+/// search path can stand in for them.
+const SETUP_SQL: &str = "SELECT pg_catalog.set_config('search_path', $3, false), \
+     pg_catalog.set_config('role', $4, false), \
+     pg_catalog.set_config('statement_timeout', $1, false), \
+     pg_catalog.set_config('lock_timeout', $1, false), \
+     pg_catalog.set_config('idle_in_transaction_session_timeout', $1, false), \
+     pg_catalog.set_config('standard_conforming_strings', 'on', false), \
+     pg_catalog.set_config('default_transaction_read_only', $2, false), \
+     pg_catalog.current_setting('transaction_read_only'), \
+     pg_catalog.current_setting('client_encoding'), pg_catalog.current_setting('DateStyle'), \
+     pg_catalog.current_setting('TimeZone'), pg_catalog.current_setting('IntervalStyle')";
 
 /// [`SETUP_SQL`]'s column with the current transaction's read-only flag.
-const READ_ONLY_COLUMN: usize = 5;
+const READ_ONLY_COLUMN: usize = 7;
 /// [`SETUP_SQL`]'s columns with the settings pinned by [`STARTUP_OPTIONS`].
-const PINNED_COLUMNS: std::ops::Range<usize> = 6..10;
+const PINNED_COLUMNS: std::ops::Range<usize> = 8..12;
+
+/// The search path a statement runs under when the caller names none: built-ins only.
+const DEFAULT_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// Read once per connection, before anything is pinned: the service account's own search path
+/// (its first existing schema is where its unqualified names would go) and role setting.
+const CONNECT_SQL: &str = "SELECT pg_catalog.current_schemas(false)::text[], \
+     pg_catalog.current_setting('role')";
 
 /// After a statement calling functions the policy cannot see into (`may_change_session`):
 /// everything `DISCARD ALL` does except `DEALLOCATE ALL`, so the connection's prepared statements
-/// (its setup statement and cache) stay valid. `RESET ALL` goes back to [`STARTUP_OPTIONS`].
+/// (its setup statement and cache) stay valid; SQL-level prepared statements a function left are
+/// deallocated one by one ([`LEFTOVER_PREPARED`]). `RESET ALL` goes back to [`STARTUP_OPTIONS`].
 const SESSION_CLEANUP: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES";
+     UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; \
+     DISCARD SEQUENCES";
+
+/// Prepared statements made with SQL `PREPARE` (by a function), not by the protocol.
+const LEFTOVER_PREPARED: &str =
+    "SELECT name::text FROM pg_catalog.pg_prepared_statements WHERE from_sql";
+
+/// A connection whose read buffer grew past this for one message is not kept in the pool.
+const GROWN_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Slack over the result cap for the framing of one row (the cap counts encoded JSON).
+const MESSAGE_SLACK: usize = 64 * 1024;
 
 /// Rows requested per portal fetch: small first so the first rows arrive quickly, doubling up to
 /// the maximum so long results need few round trips.
@@ -121,6 +158,8 @@ struct PgManager {
     target: Target,
     allow: Vec<ipnet::IpNet>,
     connect_timeout: Duration,
+    /// Longest message body the server may send (see [`bounded`]).
+    max_message: usize,
 }
 
 /// One physical connection.
@@ -133,14 +172,16 @@ struct PgConn {
     setup: Statement,
     /// What the pinned session settings read as right after connecting ([`PINNED_COLUMNS`]).
     pinned: Vec<String>,
+    /// The `role` setting the account logged in with, pinned before every statement.
+    role: String,
+    /// The first existing schema of the account's own search path when it logged in.
+    default_schema: String,
     /// Set when the connection is in doubt; the pool then drops it instead of handing it out.
     broken: bool,
     /// The checked address it is connected to, where its cancel requests go.
     addr: SocketAddr,
-    /// Set when a verified [`SETUP_SQL`] left the session ready for read-only queries with this
-    /// timeout and only policy-checked read-only queries of built-in functions ran since: the
-    /// next such query with the same timeout then goes out without the setup statement.
-    ready_for: Option<Duration>,
+    /// What the socket's message watch saw.
+    watch: Arc<Watch>,
 }
 
 impl Drop for PgConn {
@@ -188,35 +229,44 @@ impl managed::Manager for PgManager {
     async fn create(&self) -> Result<PgConn, ExecError> {
         let t = &self.target;
         let connect = async {
-            // Re-resolved for every physical connection and pinned as `hostaddr`, so the
-            // connection (and later its cancel requests) go to the address that was checked.
+            // Re-resolved for every physical connection; the socket goes to the address that
+            // was checked, and so do its cancel requests.
             let addr: SocketAddr = net::resolve_checked(&t.host, t.port, &self.allow).await?;
+            let unavailable = |e: tokio_postgres::Error| {
+                ExecError::Unavailable(scrub(&e.to_string(), &[t.password.expose()]))
+            };
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| ExecError::Unavailable(format!("could not connect: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let watch = Arc::new(Watch::default());
+            let stream = Bounded::new(tcp, self.max_message, watch.clone());
             let mut cfg = tokio_postgres::Config::new();
-            cfg.hostaddr(addr.ip())
-                .port(addr.port())
-                .user(&t.user)
+            cfg.user(&t.user)
                 .password(t.password.expose())
                 .dbname(&t.database)
                 .application_name(&t.application_name)
                 .options(STARTUP_OPTIONS)
-                .connect_timeout(self.connect_timeout);
-            let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
-                ExecError::Unavailable(scrub(&e.to_string(), &[t.password.expose()]))
-            })?;
+                .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = cfg.connect_raw(stream, NoTls).await.map_err(unavailable)?;
             let task = tokio::spawn(async move {
                 // The error (if any) surfaces on the client's next request.
                 let _ = connection.await;
             });
-            let unavailable = |e: tokio_postgres::Error| {
-                ExecError::Unavailable(scrub(&e.to_string(), &[t.password.expose()]))
-            };
+            // The account's own settings, read before anything is pinned.
+            let first = client
+                .query_one(CONNECT_SQL, &[])
+                .await
+                .map_err(unavailable)?;
+            let schemas: Vec<String> = first.try_get(0).unwrap_or_default();
+            let role: String = first.try_get(1).unwrap_or_else(|_| "none".into());
             let setup = client
-                .prepare_typed(SETUP_SQL, &[Type::TEXT, Type::TEXT])
+                .prepare_typed(SETUP_SQL, &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT])
                 .await
                 .map_err(unavailable)?;
             let ms = millis(self.connect_timeout).to_string();
             let row = client
-                .query_one(&setup, &[&ms, &"on"])
+                .query_one(&setup, &[&ms, &"on", &DEFAULT_SEARCH_PATH, &role])
                 .await
                 .map_err(unavailable)?;
             let pinned = PINNED_COLUMNS
@@ -228,9 +278,11 @@ impl managed::Manager for PgManager {
                 statements: StatementCache::default(),
                 setup,
                 pinned,
+                role,
+                default_schema: schemas.into_iter().next().unwrap_or_default(),
                 broken: false,
                 addr,
-                ready_for: None,
+                watch,
             })
         };
         tokio::time::timeout(self.connect_timeout, connect)
@@ -248,6 +300,9 @@ impl managed::Manager for PgManager {
         // discarded or marked broken instead, so a liveness check is enough here.
         if conn.broken || conn.client.is_closed() {
             return Err(RecycleError::message("connection closed"));
+        }
+        if conn.watch.largest.load(Ordering::Acquire) > GROWN_BUFFER {
+            return Err(RecycleError::message("the connection's buffer grew"));
         }
         Ok(())
     }
@@ -288,6 +343,9 @@ impl PgPool {
             target,
             allow: settings.allow_networks.clone(),
             connect_timeout: settings.connect_timeout,
+            max_message: usize::try_from(settings.max_result_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(MESSAGE_SLACK),
         };
         let max_size = spec.pool_max_size.min(settings.max_pool_size).max(1);
         let pool = Pool::builder(manager)
@@ -356,7 +414,7 @@ impl PgPool {
         let obj = self.checkout().await?;
         let result = tokio::time::timeout(
             self.connect_timeout,
-            obj.client.simple_query("SELECT version()"),
+            obj.client.simple_query("SELECT pg_catalog.version()"),
         )
         .await;
         let version = match result {
@@ -437,6 +495,54 @@ impl PgPool {
         Ok(tables)
     }
 
+    /// What the SQL policy needs to know of this server (see `policy::catalog`), read in one
+    /// read-only transaction.
+    pub async fn introspect(&self) -> Result<crate::policy::Catalog, ExecError> {
+        let mut obj = self.checkout().await?;
+        let password = self.password.clone();
+        let default_schema = obj.default_schema.clone();
+        let work = async {
+            let map = |e: tokio_postgres::Error| map_error(e, &password, SCHEMA_TIMEOUT);
+            let tx = obj
+                .client
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .await
+                .map_err(map)?;
+            tx.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}",
+                millis(SCHEMA_TIMEOUT)
+            ))
+            .await
+            .map_err(map)?;
+            let version: String = tx
+                .query_one("SELECT pg_catalog.version()", &[])
+                .await
+                .map_err(map)?
+                .get(0);
+            let read = catalog::read(&tx, version, default_schema)
+                .await
+                .map_err(map)?;
+            tx.rollback().await.map_err(map)?;
+            Ok::<_, ExecError>(read)
+        };
+        match tokio::time::timeout(SCHEMA_TIMEOUT, work).await {
+            Ok(Ok(c)) => {
+                drop(obj);
+                Ok(c)
+            }
+            Ok(Err(e)) => {
+                discard(obj);
+                Err(e)
+            }
+            Err(_) => {
+                discard(obj);
+                Err(ExecError::Timeout(SCHEMA_TIMEOUT))
+            }
+        }
+    }
+
     pub fn stats(&self) -> PoolStats {
         let s = self.pool.status();
         PoolStats {
@@ -491,14 +597,18 @@ impl ConnGuard {
     /// [`SESSION_CLEANUP`] when the statement may have changed it; a connection whose cleanup
     /// fails is discarded instead.
     async fn release_after(mut self, may_change_session: bool) {
+        if let Some(obj) = self
+            .0
+            .take_if(|o| o.watch.largest.load(Ordering::Acquire) > GROWN_BUFFER)
+        {
+            // Its read buffer grew for a large row: close it rather than keep that memory.
+            drop(Object::take(obj));
+            return;
+        }
         if may_change_session {
             let cleaned = match self.conn() {
                 Some(conn) => matches!(
-                    tokio::time::timeout(
-                        CANCEL_TIMEOUT,
-                        conn.client.batch_execute(SESSION_CLEANUP)
-                    )
-                    .await,
+                    tokio::time::timeout(CANCEL_TIMEOUT, clean_session(&conn.client)).await,
                     Ok(Ok(()))
                 ),
                 None => false,
@@ -509,6 +619,20 @@ impl ConnGuard {
         }
         self.release();
     }
+}
+
+/// Puts a session back as a fresh connection's, keeping the protocol-level prepared statements:
+/// [`SESSION_CLEANUP`], then `DEALLOCATE` of each SQL-level prepared statement left behind.
+async fn clean_session(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(SESSION_CLEANUP).await?;
+    for row in client.query(LEFTOVER_PREPARED, &[]).await? {
+        let name: String = row.get(0);
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        client
+            .batch_execute(&format!("DEALLOCATE {quoted}"))
+            .await?;
+    }
+    Ok(())
 }
 
 impl Drop for ConnGuard {
@@ -524,10 +648,16 @@ impl Drop for ConnGuard {
 fn discard(obj: Object<PgManager>) {
     let conn = Object::take(obj);
     let token = conn.client.cancel_token();
+    let addr = conn.addr;
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
             rt.spawn(async move {
-                let _ = tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await;
+                let cancel = async {
+                    if let Ok(tcp) = tokio::net::TcpStream::connect(addr).await {
+                        let _ = token.cancel_query_raw(tcp, NoTls).await;
+                    }
+                };
+                let _ = tokio::time::timeout(CANCEL_TIMEOUT, cancel).await;
                 drop(conn);
             });
         }
@@ -541,6 +671,16 @@ struct Job {
     password: Secret,
     max_result_bytes: u64,
     truncated: Arc<AtomicBool>,
+}
+
+impl Job {
+    /// The search path this statement runs under.
+    fn search_path(&self) -> &str {
+        self.req
+            .search_path
+            .as_deref()
+            .unwrap_or(DEFAULT_SEARCH_PATH)
+    }
 }
 
 type HeadSender = oneshot::Sender<Result<Head, ExecError>>;
@@ -603,10 +743,21 @@ async fn run(obj: Object<PgManager>, job: Job, head: HeadSender, rows: RowSender
         )))),
     };
     let may_change_session = job.req.may_change_session;
+    let watch = guard.conn().map(|c| c.watch.clone());
+    let oversized = || {
+        watch
+            .as_ref()
+            .is_some_and(|w| w.oversized.load(Ordering::Acquire))
+    };
     let result = match outcome {
         Ok(Ok(done)) => {
             guard.release_after(may_change_session).await;
             Ok(done)
+        }
+        // The socket watch cut the connection at a row longer than the result cap.
+        Ok(Err(_)) if oversized() => {
+            drop(guard);
+            Err(ExecError::ResultTooLarge(job.max_result_bytes))
         }
         Ok(Err(f)) => {
             if f.clean {
@@ -803,6 +954,7 @@ async fn drive_read_only_query(
     let req = &job.req;
     let db = |e: tokio_postgres::Error| map_error(e, &job.password, req.timeout);
     let ms = millis(req.timeout).to_string();
+    let search_path = job.search_path();
     let PgConn {
         client,
         statements,
@@ -810,25 +962,17 @@ async fn drive_read_only_query(
         pinned,
         broken,
         addr,
-        ready_for,
+        role,
         ..
     } = conn;
     let client: &Client = client;
     let addr = *addr;
 
     // Both go out before either answer is awaited; the server runs them in order. Polling the
-    // setup first puts its messages on the wire first. A session already set up the same way
-    // needs no setup: the query is then the only message.
-    let setup_params: [&(dyn ToSql + Sync); 2] = [&ms, &"on"];
-    let needs_setup = *ready_for != Some(req.timeout);
-    *ready_for = None;
-    let setup_done = async {
-        if needs_setup {
-            Some(client.query_one(&*setup, &setup_params).await)
-        } else {
-            None
-        }
-    };
+    // setup first puts its messages on the wire first, so the statement is parsed under the
+    // pinned search path and its transaction starts read-only. The setup is never skipped.
+    let setup_params: [&(dyn ToSql + Sync); 4] = [&ms, &"on", &search_path, &*role];
+    let setup_done = async { Some(client.query_one(&*setup, &setup_params).await) };
     let started = async {
         let stmt = statements.prepare(client, &req.sql).await.map_err(&db)?;
         let decoders = column_decoders(&stmt)?;
@@ -858,12 +1002,6 @@ async fn drive_read_only_query(
             }
         }
         return Err(failure);
-    }
-    // Nothing in a policy-checked query of built-in functions can change the session (the
-    // policy refuses set_config, advisory locks and the like; `run` resets the session after
-    // the others).
-    if !req.may_change_session {
-        *ready_for = Some(req.timeout);
     }
     let (stmt, decoders, stream) = match started {
         Ok(started) => started,
@@ -1023,16 +1161,15 @@ async fn drive_in_transaction(
     rows: &RowSender,
 ) -> Result<Done, Failure> {
     let req = &job.req;
+    let search_path = job.search_path();
     let PgConn {
         client,
         statements,
         setup,
         pinned,
-        ready_for,
+        role,
         ..
     } = conn;
-    // The setup below changes the session's defaults, and the statement may too.
-    *ready_for = None;
     let db = |e: tokio_postgres::Error| map_error(e, &job.password, req.timeout);
 
     // Round trip 1: BEGIN (READ ONLY).
@@ -1047,7 +1184,7 @@ async fn drive_in_transaction(
     // server handles them in order, so the timeouts already cover prepare and bind.
     let ms = millis(req.timeout).to_string();
     let read_only = if req.read_only { "on" } else { "off" };
-    let setup_params: [&(dyn ToSql + Sync); 2] = [&ms, &read_only];
+    let setup_params: [&(dyn ToSql + Sync); 4] = [&ms, &read_only, &search_path, &*role];
     let setup_done = tx.query_one(&*setup, &setup_params);
     let prepared = async {
         let stmt = statements

@@ -330,6 +330,17 @@ impl SqlitePool {
         Ok(out)
     }
 
+    /// What the SQL policy needs to know of this file (see `policy::catalog`).
+    pub async fn introspect(&self) -> Result<crate::policy::Catalog, ExecError> {
+        let info = self.check().await?;
+        Ok(crate::policy::Catalog {
+            kind: Some(crate::model::DatasourceKind::Sqlite),
+            server_version: info.server_version,
+            default_schema: "main".into(),
+            ..Default::default()
+        })
+    }
+
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             size: self.inner.size.load(Ordering::Acquire),

@@ -522,11 +522,12 @@ async fn check(
     if !caller.company.integration(ds.kind).enabled {
         return Err(permission::Decision::IntegrationDisabled.into());
     }
-    let info = state.registry.check(&ds.spec).await?;
+    let (info, catalog) = state.registry.check(&ds.spec).await?;
     Ok(axum::Json(json!({
         "ok": true,
         "latency_ms": info.latency_ms,
         "server_version": info.server_version,
+        "default_schema": crate::policy::default_schema(ds.kind, &ds.policy, &catalog.known.catalog),
     })))
 }
 
@@ -545,12 +546,16 @@ async fn schema(
         return Err(permission::Decision::IntegrationDisabled.into());
     }
     let tables = state.registry.schema(&ds.spec).await?;
-    let default_schema = ds.default_schema().to_owned();
+    let catalog = state.registry.catalog(&ds.spec).await?;
+    let target = crate::policy::Target {
+        kind: ds.kind,
+        default_schema: crate::policy::default_schema(ds.kind, &ds.policy, &catalog.known.catalog),
+        max_sql_bytes: state.config.limits.max_sql_bytes,
+        catalog: &catalog.known.catalog,
+    };
     let tables: Vec<_> = tables
         .into_iter()
-        .filter(|t| {
-            crate::policy::table_visible(&t.schema, &t.name, &default_schema, ds.kind, &ds.policy)
-        })
+        .filter(|t| crate::policy::table_visible(&t.schema, &t.name, &target, &ds.policy))
         .collect();
     Ok(axum::Json(json!({ "tables": tables })))
 }

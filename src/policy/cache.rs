@@ -3,14 +3,17 @@
 //! costs a hash and a lock).
 //!
 //! The key is everything the decision depends on: the SQL text, the dialect, the default schema,
-//! the length cap and the whole scope policy. Editing a datasource's policy therefore changes the
-//! key: an old decision can never be served for a new policy. Refusals are cached too. The cache
+//! the length cap, the whole scope policy and the fingerprint of the server's catalogue. Editing
+//! a datasource's policy, or a change on the server that the catalogue shows (a new partition, a
+//! view redefined), therefore changes the key: an old decision can never be served for a new
+//! policy or a new catalogue. Refusals are cached too. The cache
 //! is bounded by entries and by the bytes of SQL it holds, evicting the least recently used.
 
 use lru::LruCache;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
+use super::catalog::Known;
 use super::{Checked, PolicyError, check_isolated};
 use crate::model::{DatasourceKind, ScopePolicy};
 
@@ -20,6 +23,7 @@ struct Key {
     default_schema: String,
     max_sql_bytes: usize,
     scope: ScopePolicy,
+    catalog: u64,
     sql: String,
 }
 
@@ -87,9 +91,14 @@ impl PolicyCache {
         default_schema: String,
         max_sql_bytes: usize,
         scope: ScopePolicy,
+        known: Known,
     ) -> Decision {
+        let Known {
+            catalog,
+            fingerprint: catalog_fingerprint,
+        } = known;
         let Some(inner) = &self.inner else {
-            return check_isolated(sql, kind, default_schema, max_sql_bytes, scope)
+            return check_isolated(sql, kind, default_schema, max_sql_bytes, scope, catalog)
                 .await
                 .map(Arc::new);
         };
@@ -102,6 +111,7 @@ impl PolicyCache {
             default_schema,
             max_sql_bytes,
             scope,
+            catalog: catalog_fingerprint,
             sql,
         };
         let h = Self::hash(&key);
@@ -118,6 +128,7 @@ impl PolicyCache {
             key.default_schema.clone(),
             key.max_sql_bytes,
             key.scope.clone(),
+            catalog,
         )
         .await
         .map(Arc::new);
@@ -159,9 +170,23 @@ mod tests {
 
     const PG: DatasourceKind = DatasourceKind::Postgres;
 
+    use crate::policy::Catalog;
+    use crate::policy::catalog::{RelName, Relation};
+
+    fn catalog() -> Known {
+        Known::new(Catalog::default())
+    }
+
     async fn run(c: &PolicyCache, sql: &str, scope: &ScopePolicy) -> Decision {
-        c.check(sql.into(), PG, "public".into(), 1 << 16, scope.clone())
-            .await
+        c.check(
+            sql.into(),
+            PG,
+            "public".into(),
+            1 << 16,
+            scope.clone(),
+            catalog(),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -204,10 +229,49 @@ mod tests {
         assert_eq!(c.stats().entries, 2);
         // Same text on another dialect or default schema is another key too.
         let other_schema = c
-            .check(sql.into(), PG, "sales".into(), 1 << 16, open.clone())
+            .check(
+                sql.into(),
+                PG,
+                "sales".into(),
+                1 << 16,
+                open.clone(),
+                catalog(),
+            )
             .await;
         assert!(other_schema.is_ok());
         assert_eq!(c.stats().entries, 3);
+        // A catalogue read anew with other contents is another key too.
+        let mut changed = Catalog::default();
+        changed.relations.insert(
+            RelName::new("public", "customers"),
+            Relation {
+                children: vec![RelName::new("public", "vip")],
+                ..Default::default()
+            },
+        );
+        let changed = Known::new(changed);
+        let denied_child = ScopePolicy {
+            denied_tables: vec!["public.vip".into()],
+            ..Default::default()
+        };
+        assert!(
+            run(&c, sql, &denied_child).await.is_ok(),
+            "no child known yet"
+        );
+        let refused = c
+            .check(
+                sql.into(),
+                PG,
+                "public".into(),
+                1 << 16,
+                denied_child,
+                changed,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(PolicyError::TableNotAllowed(_))),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]

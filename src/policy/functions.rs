@@ -8,6 +8,7 @@
 //! server-side timeout and the row/byte caps. Names are stored in their normalised form (lower
 //! case); a datasource extends a list through `ScopePolicy::extra_functions`.
 
+use super::catalog::Catalog;
 use crate::model::DatasourceKind;
 
 /// Aggregates and window functions common to the three dialects.
@@ -82,6 +83,17 @@ const POSTGRES: &[&str] = &[
     "array_sort", "unnest", "generate_series", "generate_subscripts",
     // ranges
     "isempty", "lower_inc", "upper_inc", "lower_inf", "upper_inf", "range_merge",
+    // ranges and multiranges (constructors)
+    "int4range", "int8range", "numrange", "tsrange", "tstzrange", "daterange",
+    "int4multirange", "int8multirange", "nummultirange", "tsmultirange", "tstzmultirange",
+    "datemultirange", "multirange",
+    // network addresses
+    "host", "hostmask", "masklen", "netmask", "network", "broadcast", "family", "abbrev",
+    "inet_merge", "inet_same_family", "set_masklen",
+    // sizes
+    "pg_size_pretty", "pg_size_bytes",
+    // a date from a timestamp (also the function-style cast date('…'))
+    "date",
     // types, uuids, text search
     "pg_typeof", "gen_random_uuid", "uuidv4", "uuidv7", "to_tsvector", "to_tsquery",
     "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery", "ts_rank", "ts_rank_cd",
@@ -108,7 +120,13 @@ const MYSQL: &[&str] = &[
     "regexp_like", "regexp_replace", "regexp_substr", "regexp_instr", "bin", "oct", "conv",
     "crc32", "uuid", "make_set", "export_set", "insert",
     // math
-    "truncate", "log2", "cot", "rand",
+    "truncate", "log2", "cot", "rand", "bit_count",
+    // MariaDB and Oracle-compatible spellings
+    "mid", "nvl", "nvl2", "lengthb", "chr", "add_months", "to_char", "natural_sort_key",
+    "median", "percentile_cont", "percentile_disc",
+    // network addresses
+    "inet_aton", "inet_ntoa", "inet6_aton", "inet6_ntoa", "is_ipv4", "is_ipv6",
+    "is_ipv4_compat", "is_ipv4_mapped",
     // date and time
     "now", "current_date", "curdate", "current_time", "curtime", "current_timestamp",
     "localtime", "localtimestamp", "sysdate", "utc_date", "utc_time", "utc_timestamp", "date",
@@ -124,7 +142,9 @@ const MYSQL: &[&str] = &[
     "json_contains_path", "json_keys", "json_length", "json_type", "json_valid", "json_depth",
     "json_search", "json_set", "json_insert", "json_replace", "json_remove", "json_merge_patch",
     "json_merge_preserve", "json_merge", "json_quote", "json_pretty", "json_overlaps",
-    "json_value", "json_table", "json_array_append", "json_array_insert",
+    "json_value", "json_table", "json_array_append", "json_array_insert", "json_query",
+    "json_exists", "json_equals", "json_normalize", "json_compact", "json_loose",
+    "json_detailed",
     // INSERT … ON DUPLICATE KEY UPDATE c = VALUES(c)
     "values",
 ];
@@ -156,6 +176,105 @@ const SQLITE: &[&str] = &[
     // table-valued
     "generate_series",
 ];
+
+/// Names the server parses as syntax rather than looking up as functions, whatever its catalogue
+/// holds: no user or stored function can stand in for them, and no catalogue lists them.
+#[rustfmt::skip]
+const POSTGRES_GRAMMAR: &[&str] = &[
+    "coalesce", "nullif", "greatest", "least", "grouping", "array", "row", "current_date",
+    "current_time", "current_timestamp", "localtime", "localtimestamp", "extract", "position",
+    "overlay", "substring", "trim", "normalize",
+];
+#[rustfmt::skip]
+const MYSQL_GRAMMAR: &[&str] = &[
+    "if", "date", "time", "timestamp", "year", "month", "day", "hour", "minute", "second",
+    "char", "insert", "left", "right", "repeat", "replace", "current_date", "current_time",
+    "current_timestamp", "localtime", "localtimestamp", "utc_date", "utc_time",
+    "utc_timestamp", "sysdate", "values", "truncate", "timestampdiff", "timestampadd",
+    "get_format", "json_table", "ascii", "avg", "row_number", "interval", "current_user",
+    "current_role", "user", "trim", "substring", "position", "extract", "convert", "cast",
+    "count", "min", "max", "sum",
+];
+#[rustfmt::skip]
+const SQLITE_GRAMMAR: &[&str] = &["current_date", "current_time", "current_timestamp"];
+
+fn grammar(kind: DatasourceKind) -> &'static [&'static str] {
+    match kind {
+        DatasourceKind::Postgres => POSTGRES_GRAMMAR,
+        DatasourceKind::Mysql => MYSQL_GRAMMAR,
+        DatasourceKind::Sqlite => SQLITE_GRAMMAR,
+    }
+}
+
+/// Whether the connected server provides the built-in `name` (lower case): a grammar construct,
+/// or a function its catalogue lists. A catalogue that lists nothing (one never read from a
+/// server: tests, benches, the fuzzer) is taken at its word for the static lists.
+pub fn server_has(kind: DatasourceKind, catalog: &Catalog, name: &str) -> bool {
+    catalog.builtin_functions.is_empty()
+        || grammar(kind).contains(&name)
+        || catalog.builtin_functions.contains(name)
+}
+
+/// Whether `name` is a built-in of the connected server at all (on the allow-list or not): a
+/// grammar construct or a function its catalogue lists. An `extra_functions` entry naming one
+/// allows that built-in rather than a user function.
+pub fn is_server_builtin(kind: DatasourceKind, catalog: &Catalog, name: &str) -> bool {
+    grammar(kind).contains(&name) || catalog.builtin_functions.contains(name)
+}
+
+/// MySQL (not MariaDB) built-ins on the allow-list that only newer versions have, with the first
+/// version that has each: a server older than that resolves the name to a stored function.
+/// MariaDB lists its built-ins in `information_schema.SQL_FUNCTIONS` instead.
+#[rustfmt::skip]
+const MYSQL_SINCE: &[(&str, (u32, u32, u32))] = &[
+    ("any_value", (5, 7, 5)), ("grouping", (8, 0, 1)), ("regexp_like", (8, 0, 4)),
+    ("regexp_replace", (8, 0, 4)), ("regexp_substr", (8, 0, 4)), ("regexp_instr", (8, 0, 4)),
+    ("json_table", (8, 0, 4)), ("json_overlaps", (8, 0, 17)), ("json_value", (8, 0, 21)),
+    ("json_arrayagg", (5, 7, 22)), ("json_objectagg", (5, 7, 22)),
+    ("json_merge_patch", (5, 7, 22)), ("json_merge_preserve", (5, 7, 22)),
+    ("json_pretty", (5, 7, 22)), ("row_number", (8, 0, 2)), ("rank", (8, 0, 2)),
+    ("dense_rank", (8, 0, 2)), ("percent_rank", (8, 0, 2)), ("cume_dist", (8, 0, 2)),
+    ("ntile", (8, 0, 2)), ("lag", (8, 0, 2)), ("lead", (8, 0, 2)), ("first_value", (8, 0, 2)),
+    ("last_value", (8, 0, 2)), ("nth_value", (8, 0, 2)),
+];
+
+/// MariaDB-only names on the allow-list: never built-ins on MySQL.
+#[rustfmt::skip]
+const MARIADB_ONLY: &[&str] = &[
+    "nvl", "nvl2", "lengthb", "chr", "add_months", "to_char", "natural_sort_key", "median",
+    "percentile_cont", "percentile_disc", "json_query", "json_exists", "json_equals",
+    "json_normalize", "json_compact", "json_loose", "json_detailed", "decode_histogram",
+];
+
+/// The built-ins a MySQL (not MariaDB) server of `version` (`8.0.36`) provides among the names
+/// the policy knows: the MySQL allow-list and grammar, cut by [`MYSQL_SINCE`].
+pub fn mysql_builtins(version: &str) -> std::collections::BTreeSet<String> {
+    let v = parse_version(version);
+    builtin_names(DatasourceKind::Mysql)
+        .chain(MYSQL_GRAMMAR.iter().copied())
+        .filter(|n| !MARIADB_ONLY.contains(n))
+        .filter(|n| {
+            MYSQL_SINCE
+                .iter()
+                .find(|(name, _)| name == n)
+                .is_none_or(|(_, since)| v >= *since)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `8.0.36-0ubuntu…` → (8, 0, 36); missing parts are 0.
+pub fn parse_version(v: &str) -> (u32, u32, u32) {
+    let mut nums = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    (
+        nums.next().unwrap_or(0),
+        nums.next().unwrap_or(0),
+        nums.next().unwrap_or(0),
+    )
+}
 
 /// Whether `name` (already normalised: lower case) is a built-in safe function of `kind`.
 pub fn is_builtin(kind: DatasourceKind, name: &str) -> bool {
@@ -235,6 +354,34 @@ mod tests {
             sorted.dedup();
             assert_eq!(sorted.len(), names.len(), "duplicate on the {kind} list");
         }
+    }
+
+    #[test]
+    fn a_mysql_server_gets_only_the_built_ins_its_version_has() {
+        let old = mysql_builtins("5.7.44-log");
+        assert!(old.contains("any_value") && !old.contains("grouping"));
+        assert!(!old.contains("row_number") && !old.contains("json_value"));
+        let new = mysql_builtins("8.0.36");
+        assert!(new.contains("grouping") && new.contains("json_value"));
+        assert!(
+            !new.contains("nvl"),
+            "MariaDB-only names are not MySQL built-ins"
+        );
+        assert_eq!(parse_version("10.11.19-MariaDB-0+deb12u1"), (10, 11, 19));
+    }
+
+    #[test]
+    fn the_server_decides_which_listed_names_exist_except_for_grammar() {
+        let mut c = Catalog::default();
+        assert!(
+            server_has(DatasourceKind::Postgres, &c, "uuidv7"),
+            "nothing read yet"
+        );
+        c.builtin_functions.insert("lower".into());
+        assert!(server_has(DatasourceKind::Postgres, &c, "lower"));
+        assert!(!server_has(DatasourceKind::Postgres, &c, "uuidv7"));
+        assert!(server_has(DatasourceKind::Postgres, &c, "coalesce"));
+        assert!(server_has(DatasourceKind::Mysql, &c, "if"));
     }
 
     #[test]

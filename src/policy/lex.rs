@@ -15,12 +15,14 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace
 /// bounds the depth of every tree the parser can build, whatever the configured SQL length.
 pub const MAX_OPERATOR_TOKENS: usize = 10_000;
 
-/// Tokenizes `sql` with `dialect` and refuses what must never reach the parser.
+/// Tokenizes `sql` with `dialect` and refuses what must never reach the parser. On PostgreSQL
+/// the relation keyword `ONLY` is taken out (see `only`); the returned locations are where the
+/// names it stood before start.
 pub fn scan(
     sql: &str,
     kind: DatasourceKind,
     dialect: &dyn Dialect,
-) -> Result<Vec<TokenWithSpan>, PolicyError> {
+) -> Result<(Vec<TokenWithSpan>, Vec<Location>), PolicyError> {
     let tokens = Tokenizer::new(dialect, sql)
         .tokenize_with_location()
         .map_err(|e| PolicyError::Parse(e.to_string()))?;
@@ -99,7 +101,13 @@ pub fn scan(
             )));
         }
     }
-    Ok(tokens)
+    let mut tokens = tokens;
+    let only = if kind == DatasourceKind::Postgres {
+        super::only::strip(&mut tokens)?
+    } else {
+        Vec::new()
+    };
+    Ok((tokens, only))
 }
 
 fn check_block_comment(body: &str) -> Result<(), PolicyError> {

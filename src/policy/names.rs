@@ -6,6 +6,7 @@
 //! server (`lower_case_table_names`), so allowing is exact and denying case-insensitive.
 
 use super::PolicyError;
+use super::catalog::{Catalog, RelName};
 use crate::model::{DatasourceKind, ScopePolicy};
 use sqlparser::ast::{Ident, ObjectName};
 
@@ -57,12 +58,27 @@ impl TableRef {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.table)
     }
+
+    pub fn rel(&self) -> RelName {
+        RelName::new(self.schema.clone(), self.table.clone())
+    }
+
+    pub fn from_rel(r: &RelName) -> Self {
+        TableRef {
+            schema: r.schema.clone(),
+            table: r.name.clone(),
+        }
+    }
 }
 
-/// Resolves a table name as written to `schema.table`.
+/// Resolves a table name as written to `schema.table`, as the server does: an unqualified
+/// PostgreSQL name is a `pg_catalog` relation when the server has one of that name (pg_catalog
+/// is searched first), otherwise a relation of `default_schema`; elsewhere an unqualified name
+/// lives in `default_schema`.
 pub fn resolve_table(
     kind: DatasourceKind,
     default_schema: &str,
+    catalog: &Catalog,
     name: &ObjectName,
 ) -> Result<TableRef, PolicyError> {
     let parts = idents(name)
@@ -70,13 +86,12 @@ pub fn resolve_table(
     match parts.as_slice() {
         [table] => {
             let table = normalise_ident(kind, table);
-            // Postgres searches pg_catalog before the search_path, and every relation in it is
-            // named pg_*: an unqualified `pg_authid` is the catalog's, never public's.
-            let schema = if kind == DatasourceKind::Postgres && table.starts_with("pg_") {
-                "pg_catalog".to_owned()
-            } else {
-                default_schema.to_owned()
-            };
+            let schema =
+                if kind == DatasourceKind::Postgres && catalog.system_relations.contains(&table) {
+                    "pg_catalog".to_owned()
+                } else {
+                    default_schema.to_owned()
+                };
             Ok(TableRef { schema, table })
         }
         [schema, table] => Ok(TableRef {
@@ -86,6 +101,56 @@ pub fn resolve_table(
         _ => Err(PolicyError::TableNotAllowed(format!(
             "table {name} is not allowed: names with more than two parts are not supported"
         ))),
+    }
+}
+
+/// Catalogue relations that show other tables' data or other sessions' statements: refused
+/// even where the allow-list opens their schema (`pg_catalog.*`).
+///
+/// PostgreSQL: column statistics (`pg_stats`, `pg_statistic*`: histograms and most common
+/// values), every `pg_stat*` view (query texts in `pg_stat_activity`, `pg_stat_statements`),
+/// large objects, password hashes, user mappings, server settings and their files. MySQL: the
+/// server's own schemas, the process list, InnoDB internals (full-text index words), statistics
+/// and MariaDB's query cache. SQLite: `sqlite_stat3`/`sqlite_stat4`, which keep sample rows.
+pub fn is_side_channel(kind: DatasourceKind, t: &TableRef) -> bool {
+    let schema = t.schema.to_ascii_lowercase();
+    let table = t.table.to_ascii_lowercase();
+    match kind {
+        DatasourceKind::Postgres => {
+            // The extension's views live wherever pg_stat_statements was installed.
+            table.starts_with("pg_stat_statements")
+                || (schema == "pg_catalog"
+                    && (table.starts_with("pg_stat")
+                        || table.starts_with("pg_largeobject")
+                        || matches!(
+                            table.as_str(),
+                            "pg_authid"
+                                | "pg_shadow"
+                                | "pg_user_mapping"
+                                | "pg_user_mappings"
+                                | "pg_file_settings"
+                                | "pg_hba_file_rules"
+                                | "pg_ident_file_mappings"
+                                | "pg_settings"
+                                | "pg_db_role_setting"
+                                | "pg_prepared_xacts"
+                                | "pg_replication_origin_status"
+                        )))
+        }
+        DatasourceKind::Mysql => {
+            matches!(schema.as_str(), "mysql" | "performance_schema" | "sys")
+                || (schema == "information_schema"
+                    && (table.starts_with("innodb_")
+                        || table.ends_with("_statistics")
+                        || matches!(
+                            table.as_str(),
+                            "processlist"
+                                | "optimizer_trace"
+                                | "query_cache_info"
+                                | "user_variables"
+                        )))
+        }
+        DatasourceKind::Sqlite => matches!(table.as_str(), "sqlite_stat3" | "sqlite_stat4"),
     }
 }
 
@@ -149,28 +214,69 @@ pub fn check_table(
 ) -> Result<(), PolicyError> {
     let refused =
         || PolicyError::TableNotAllowed(format!("table {} is not allowed", t.qualified()));
-    // Denying compares case-insensitively everywhere: refusing a differently-cased twin is the
-    // safe mistake.
-    if scope
-        .denied_tables
-        .iter()
-        .any(|e| entry_matches(&parse_entry(e, default_schema), t, false))
-    {
+    if is_side_channel(kind, t) {
+        return Err(PolicyError::TableNotAllowed(format!(
+            "table {} is not allowed: it shows other tables' data or other sessions' statements",
+            t.qualified()
+        )));
+    }
+    if is_denied(default_schema, scope, t) {
         return Err(refused());
     }
-    // Allowing is exact where the server may tell cases apart (Postgres quoted names, MySQL on
-    // a case-sensitive file system); SQLite never does.
-    let exact = kind != DatasourceKind::Sqlite;
-    let allowed_by_list = scope.allowed_tables.as_ref().map(|list| {
-        list.iter()
-            .any(|e| entry_matches(&parse_entry(e, default_schema), t, exact))
-    });
-    match allowed_by_list {
+    match allowed_by_list(kind, default_schema, scope, t) {
         Some(true) => Ok(()),
         Some(false) => Err(refused()),
         None if is_catalog(kind, t) => Err(refused()),
         None => Ok(()),
     }
+}
+
+/// Whether a `denied_tables` entry matches. Denying compares case-insensitively everywhere:
+/// refusing a differently-cased twin is the safe mistake.
+pub fn is_denied(default_schema: &str, scope: &ScopePolicy, t: &TableRef) -> bool {
+    scope
+        .denied_tables
+        .iter()
+        .any(|e| entry_matches(&parse_entry(e, default_schema), t, false))
+}
+
+/// `None` without an allow-list, else whether an entry matches. Allowing is exact where the
+/// server may tell cases apart (Postgres quoted names, MySQL on a case-sensitive file system);
+/// SQLite never does.
+fn allowed_by_list(
+    kind: DatasourceKind,
+    default_schema: &str,
+    scope: &ScopePolicy,
+    t: &TableRef,
+) -> Option<bool> {
+    let exact = kind != DatasourceKind::Sqlite;
+    scope.allowed_tables.as_ref().map(|list| {
+        list.iter()
+            .any(|e| entry_matches(&parse_entry(e, default_schema), t, exact))
+    })
+}
+
+/// Whether the allow-list names this very relation (`schema.table` or `table`), not merely its
+/// schema (`schema.*`): the admin chose it, so what it reads (a view's tables, a parent's
+/// partitions) need not be listed as well. Denied tables stay denied however they are reached.
+pub fn named_exactly(
+    kind: DatasourceKind,
+    default_schema: &str,
+    scope: &ScopePolicy,
+    t: &TableRef,
+) -> bool {
+    let exact = kind != DatasourceKind::Sqlite;
+    scope.allowed_tables.as_ref().is_some_and(|list| {
+        list.iter().any(|e| {
+            let entry = parse_entry(e, default_schema);
+            entry.table.is_some() && entry_matches(&entry, t, exact)
+        })
+    })
+}
+
+/// Whether the scope limits which tables statements reach at all.
+pub fn scope_restricts_tables(scope: &ScopePolicy) -> bool {
+    scope.allowed_tables.is_some() || !scope.denied_tables.is_empty()
 }
 
 #[cfg(test)]

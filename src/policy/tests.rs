@@ -16,11 +16,68 @@ fn default_schema(kind: DatasourceKind) -> &'static str {
     }
 }
 
+/// The relations of `pg_catalog` the tests name without a schema.
+const PG_SYSTEM_RELATIONS: &[&str] = &[
+    "pg_class",
+    "pg_authid",
+    "pg_user",
+    "pg_settings",
+    "pg_stats",
+    "pg_statistic",
+    "pg_proc",
+    "pg_namespace",
+    "pg_tables",
+    "pg_roles",
+    "pg_stat_activity",
+    "pg_database",
+    "pg_views",
+    "pg_largeobject",
+    "pg_shadow",
+    "pg_type",
+    "pg_attribute",
+];
+
+/// A catalogue as a plain server of each kind would give it: nothing behind any table name,
+/// built-ins as the static lists say (an empty list is taken at its word), and for PostgreSQL the
+/// `pg_catalog` relations the tests name.
+pub(super) fn catalog(kind: DatasourceKind) -> &'static Catalog {
+    use std::sync::OnceLock;
+    static PG_CAT: OnceLock<Catalog> = OnceLock::new();
+    static MY_CAT: OnceLock<Catalog> = OnceLock::new();
+    static LITE_CAT: OnceLock<Catalog> = OnceLock::new();
+    let cell = match kind {
+        DatasourceKind::Postgres => &PG_CAT,
+        DatasourceKind::Mysql => &MY_CAT,
+        DatasourceKind::Sqlite => &LITE_CAT,
+    };
+    cell.get_or_init(|| Catalog {
+        kind: Some(kind),
+        server_version: "test".into(),
+        default_schema: default_schema(kind).into(),
+        system_relations: if kind == DatasourceKind::Postgres {
+            PG_SYSTEM_RELATIONS.iter().map(|s| s.to_string()).collect()
+        } else {
+            Default::default()
+        },
+        ..Catalog::default()
+    })
+}
+
 fn run(kind: DatasourceKind, sql: &str, scope: &ScopePolicy) -> Result<Checked, PolicyError> {
+    run_on(kind, sql, scope, catalog(kind))
+}
+
+fn run_on(
+    kind: DatasourceKind,
+    sql: &str,
+    scope: &ScopePolicy,
+    cat: &Catalog,
+) -> Result<Checked, PolicyError> {
     let target = Target {
         kind,
         default_schema: default_schema(kind),
         max_sql_bytes: 1 << 20,
+        catalog: cat,
     };
     check(sql, &target, scope)
 }
@@ -62,27 +119,24 @@ fn accepted(kind: DatasourceKind, sql: &str, scope: &ScopePolicy) -> Checked {
 }
 
 /// For every accepted statement, checked apart from `render` (which skips its re-parse when the
-/// rendering is the input itself): the text to send parses to the tree the input parsed to, and
-/// checking that text again accepts it unchanged (the path that skips the re-parse).
+/// rendering is the input itself): the text to send is one statement, checking it again accepts
+/// it unchanged (names already explicit are not qualified twice), and it touches the same
+/// tables and functions.
 #[track_caller]
 fn sends_what_was_checked(kind: DatasourceKind, input: &str, to_send: &str, scope: &ScopePolicy) {
-    let parse = |text: &str| {
-        Parser::new(dialect(kind))
-            .with_recursion_limit(RECURSION_LIMIT)
-            .try_with_sql(text)
-            .and_then(|mut p| p.parse_statements())
-            .unwrap_or_else(|e| panic!("{kind} {text:?} does not parse: {e}"))
-    };
-    // Deep statements need the big stack `check` uses, here as there.
-    let same = stacker::maybe_grow(RED_ZONE_BYTES, CHECK_STACK_BYTES, || {
-        parse(to_send) == parse(input)
+    let parsed = stacker::maybe_grow(RED_ZONE_BYTES, CHECK_STACK_BYTES, || {
+        parse_one(to_send, kind, dialect(kind)).map(|_| ())
     });
-    assert!(
-        same,
-        "{kind} {input:?} sends {to_send:?}, which parses differently"
-    );
+    if let Err(e) = parsed {
+        panic!("{kind} {input:?} sends {to_send:?}, which does not parse: {e}");
+    }
+    let first = run(kind, input, scope).expect("accepted");
     match run(kind, to_send, scope) {
-        Ok(again) => assert_eq!(again.sql, to_send, "{kind} {input:?}"),
+        Ok(again) => {
+            assert_eq!(again.sql, to_send, "{kind} {input:?}");
+            assert_eq!(again.tables, first.tables, "{kind} {input:?}");
+            assert_eq!(again.functions, first.functions, "{kind} {input:?}");
+        }
         Err(e) => panic!("{kind} refused its own rendering {to_send:?} of {input:?}: {e:?}"),
     }
 }
@@ -759,7 +813,12 @@ fn extra_functions_extend_the_built_in_list() {
         "SELECT my_func(1), other_func(2), public.my_func(3)",
         &scope,
     );
-    assert!(c.functions.contains(&"my_func".to_string()));
+    // A user function is recorded, and sent, with its schema: nothing is left to the search path.
+    assert_eq!(c.functions, vec!["public.my_func", "public.other_func"]);
+    assert_eq!(
+        c.sql,
+        "SELECT \"public\".my_func(1), \"public\".other_func(2), public.my_func(3)"
+    );
     refused_naming(
         PG,
         "SELECT evil.my_func(1)",
@@ -774,8 +833,12 @@ fn extra_functions_extend_the_built_in_list() {
         is_function,
         "third_func",
     );
-    accepted(MY, "SELECT MY_FUNC(1)", &scope);
-    accepted(LITE, "SELECT My_Func(1)", &scope);
+    // MySQL connects with no default database: a stored function is sent qualified.
+    let c = accepted(MY, "SELECT MY_FUNC(1)", &scope);
+    assert_eq!(c.sql, "SELECT `shop`.MY_FUNC(1)");
+    // SQLite has no schemas for functions.
+    let c = accepted(LITE, "SELECT My_Func(1)", &scope);
+    assert_eq!(c.sql, "SELECT My_Func(1)");
 }
 
 #[test]
@@ -1104,6 +1167,7 @@ fn sql_longer_than_the_cap_is_refused_before_parsing() {
         kind: PG,
         default_schema: "public",
         max_sql_bytes: 16,
+        catalog: catalog(PG),
     };
     assert_eq!(
         check("SELECT 1 + 1 + 1 + 1", &target, &read_only()),
@@ -1207,7 +1271,16 @@ fn the_table_shorthand_is_refused_because_it_hides_the_table_name_from_the_walk(
 #[tokio::test]
 async fn check_isolated_gives_the_same_answer_as_check() {
     let sql = "SELECT count(*) FROM orders WHERE id = $1";
-    let isolated = check_isolated(sql.into(), PG, "public".into(), 1 << 20, read_only()).await;
+    let cat = |k| std::sync::Arc::new(catalog(k).clone());
+    let isolated = check_isolated(
+        sql.into(),
+        PG,
+        "public".into(),
+        1 << 20,
+        read_only(),
+        cat(PG),
+    )
+    .await;
     assert_eq!(isolated, run(PG, sql, &read_only()));
     assert!(isolated.is_ok());
     let refusal = check_isolated(
@@ -1216,11 +1289,12 @@ async fn check_isolated_gives_the_same_answer_as_check() {
         "public".into(),
         1 << 20,
         read_only(),
+        cat(PG),
     )
     .await;
     assert!(matches!(refusal, Err(PolicyError::FunctionNotAllowed(_))));
     let deep = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
-    let deep = check_isolated(deep, MY, "shop".into(), 1 << 20, read_only()).await;
+    let deep = check_isolated(deep, MY, "shop".into(), 1 << 20, read_only(), cat(MY)).await;
     assert!(matches!(deep, Err(PolicyError::Parse(_))));
 }
 

@@ -94,17 +94,6 @@ pub struct Datasource {
     pub spec: Arc<DatasourceSpec>,
 }
 
-impl Datasource {
-    /// Where unqualified table names resolve, as the database itself resolves them.
-    pub fn default_schema(&self) -> &str {
-        match self.kind {
-            DatasourceKind::Postgres => "public",
-            DatasourceKind::Mysql => self.connection.database.as_deref().unwrap_or(""),
-            DatasourceKind::Sqlite => "main",
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct App {
     pub id: AppId,
