@@ -1040,3 +1040,104 @@ async fn an_unreachable_server_is_unavailable_within_the_connect_timeout() {
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_value_larger_than_the_result_cap_is_refused_before_it_is_read() {
+    // One 50 MB value against a 1 MiB cap: the socket watch fails the read at the row's header,
+    // so the gateway never buffers the row (tokio-postgres would reserve all of it at once).
+    let f = fixture("").await;
+    let mut settings = settings();
+    settings.max_result_bytes = 1024 * 1024;
+    let pool = PgPool::open(&spec(&f, 1), &settings).await.unwrap();
+    for paced in [false, true] {
+        let mut big = query("SELECT repeat('x', 50000000)");
+        big.paced_by_client = paced;
+        match rows(&pool, big).await {
+            Err(ExecError::ResultTooLarge(n)) => assert_eq!(n, 1024 * 1024),
+            other => panic!("paced {paced}: {:?}", other.map(|r| r.rows.len())),
+        }
+        // The connection went with it; the next statement gets a fresh one.
+        let r = rows(&pool, query("SELECT 1")).await.unwrap();
+        assert_eq!(r.rows, vec![json!([1])]);
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_buffered_a_large_row_is_closed_rather_than_kept() {
+    let f = fixture("").await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let pid = |r: Rows| r.rows[0][0].as_i64().expect("a pid");
+    let first = pid(rows(&pool, query("SELECT pg_backend_pid()")).await.unwrap());
+    let again = pid(rows(&pool, query("SELECT pg_backend_pid()")).await.unwrap());
+    assert_eq!(first, again, "small rows: the connection is kept");
+    // 8 MB in one row is under the cap but grew the connection's read buffer.
+    let big = rows(
+        &pool,
+        query("SELECT length(repeat('x', 8000000)), repeat('y', 8000000)"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(big.rows[0][0], json!(8000000));
+    let after = pid(rows(&pool, query("SELECT pg_backend_pid()")).await.unwrap());
+    assert_ne!(after, first, "the connection that held 8 MB was closed");
+}
+
+/// Everything a function can leave in a session, one state per column, read on the connection.
+const SESSION_STATE: &str = "SELECT current_setting('search_path'), \
+     current_setting('standard_conforming_strings'), current_user::text, \
+     current_setting('TimeZone'), current_setting('default_transaction_read_only'), \
+     (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())::int, \
+     (SELECT count(*) FROM pg_prepared_statements WHERE from_sql)::int, \
+     (SELECT count(*) FROM pg_listening_channels())::int, \
+     (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())::int, \
+     pg_backend_pid()";
+
+#[tokio::test]
+async fn nothing_a_function_leaves_in_the_session_reaches_the_next_request() {
+    // One connection, so every statement follows the one before it on the same session.
+    let f = fixture(
+        "CREATE ROLE {role}_other NOLOGIN; GRANT {role}_other TO {role};
+         CREATE FUNCTION leave_everything() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN
+           PERFORM set_config('search_path', 'elsewhere, public', false);
+           PERFORM set_config('standard_conforming_strings', 'off', false);
+           PERFORM set_config('role', current_user || '_other', false);
+           PERFORM set_config('TimeZone', 'America/New_York', false);
+           PERFORM set_config('default_transaction_read_only', 'off', false);
+           PERFORM pg_advisory_lock(42);
+           EXECUTE 'PREPARE leftover AS SELECT 1';
+           EXECUTE 'LISTEN leftover';
+           CREATE TEMP TABLE leftover_t (x int);
+           RETURN 1;
+         END $$;
+         GRANT EXECUTE ON FUNCTION leave_everything() TO {role};",
+    )
+    .await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let clean = rows(&pool, query(SESSION_STATE)).await.unwrap().rows;
+    let expected_settings = json!(["public", "on", f.role.clone(), "UTC", "on"]);
+    assert_eq!(json!(clean[0].as_array().unwrap()[..5]), expected_settings);
+    // The function runs in a read-write transaction (temp tables and locks need one) and the
+    // policy marks it as user code (`may_change_session`): everything is put back.
+    let mut call = query("SELECT leave_everything()");
+    call.read_only = false;
+    call.may_change_session = true;
+    rows(&pool, call).await.unwrap();
+    let after = rows(&pool, query(SESSION_STATE)).await.unwrap().rows;
+    assert_eq!(after[0][9], clean[0][9], "the same connection");
+    assert_eq!(
+        json!(after[0].as_array().unwrap()[..9]),
+        json!(clean[0].as_array().unwrap()[..9]),
+        "settings, role, read-only, advisory locks, prepared statements, LISTEN, temp tables"
+    );
+
+    // Even unmarked (a policy fooled into thinking nothing runs), the settings the policy's
+    // model depends on are pinned again before the next statement: search path, escapes, role,
+    // time zone and read-only.
+    let mut fooled = query("SELECT leave_everything()");
+    fooled.read_only = false;
+    rows(&pool, fooled).await.unwrap();
+    let after = rows(&pool, query(SESSION_STATE)).await.unwrap().rows;
+    assert_eq!(after[0][9], clean[0][9], "still the same connection");
+    assert_eq!(json!(after[0].as_array().unwrap()[..5]), expected_settings);
+}

@@ -162,7 +162,14 @@ fn validate_connection(
     }
 }
 
-fn validate_policy(state: &AppState, p: &ScopePolicy) -> Result<(), ApiError> {
+/// Extensions a scope may trust at most.
+const MAX_EXTENSIONS: usize = 32;
+
+fn validate_policy(
+    state: &AppState,
+    kind: DatasourceKind,
+    p: &ScopePolicy,
+) -> Result<(), ApiError> {
     let l = &state.config.limits;
     if p.max_rows == 0 || p.max_rows > l.max_rows {
         return Err(ApiError::bad_request(format!(
@@ -191,6 +198,38 @@ fn validate_policy(state: &AppState, p: &ScopePolicy) -> Result<(), ApiError> {
         return Err(ApiError::bad_request(
             "policy.extra_functions entries must be function names",
         ));
+    }
+    let pg_only = kind != DatasourceKind::Postgres;
+    if let Some(schema) = &p.default_schema {
+        if pg_only {
+            return Err(ApiError::bad_request(
+                "policy.default_schema is for postgres datasources (a mysql datasource's tables \
+                 live in its database)",
+            ));
+        }
+        // PostgreSQL keeps at most 63 bytes of a name.
+        if schema.is_empty() || schema.len() > 63 || schema.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "policy.default_schema must be a schema name (1 to 63 bytes)",
+            ));
+        }
+    }
+    if !p.extensions.is_empty() && pg_only {
+        return Err(ApiError::bad_request(
+            "policy.extensions is for postgres datasources",
+        ));
+    }
+    if p.extensions.len() > MAX_EXTENSIONS
+        || !p.extensions.iter().all(|e| {
+            !e.is_empty()
+                && e.len() <= 63
+                && e.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        })
+    {
+        return Err(ApiError::bad_request(format!(
+            "policy.extensions must be at most {MAX_EXTENSIONS} extension names (like \"postgis\")"
+        )));
     }
     Ok(())
 }
@@ -247,7 +286,7 @@ async fn create(
     let name = valid_name("name", &body.name)?;
     let connection = validate_connection(body.kind, &body.connection)?;
     let policy = body.policy.unwrap_or_default();
-    validate_policy(&state, &policy)?;
+    validate_policy(&state, body.kind, &policy)?;
     let pool_max_size =
         validate_pool(&state, body.pool)?.unwrap_or(state.config.pools.default_size);
     if cv.datasources.values().any(|d| d.name == name) {
@@ -303,6 +342,24 @@ async fn create(
         )
         .await?;
     let ds = find_ds(&cv, id.as_str())?;
+    if ds.kind == DatasourceKind::Postgres && ds.policy.default_schema.is_none() {
+        // Read from the server without holding up the answer: shown once read, and filled by
+        // `check` at the latest. A server that cannot be reached yet is simply not read.
+        let (state, caller, spec) = (state.clone(), caller.clone(), ds.spec.clone());
+        tokio::spawn(async move {
+            if let Ok(read) = state.registry.catalog(&spec).await
+                && let Some(ds) = state
+                    .store
+                    .view()
+                    .companies
+                    .get(&caller.user.company_id)
+                    .and_then(|cv| cv.datasources.get(&spec.id).cloned())
+            {
+                let schema = read.known.catalog.default_schema.clone();
+                let _ = fill_default_schema(&state, &caller, &ds, &schema).await;
+            }
+        });
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(views::datasource(&caller, &cv, ds)),
@@ -384,7 +441,7 @@ async fn patch(
         reconnect = true;
     }
     if let Some(p) = body.policy {
-        validate_policy(&state, &p)?;
+        validate_policy(&state, ds.kind, &p)?;
         ds.policy = p;
         changed.push("policy");
     }
@@ -523,12 +580,41 @@ async fn check(
         return Err(permission::Decision::IntegrationDisabled.into());
     }
     let (info, catalog) = state.registry.check(&ds.spec).await?;
+    fill_default_schema(&state, &caller, ds, &catalog.known.catalog.default_schema).await?;
     Ok(axum::Json(json!({
         "ok": true,
         "latency_ms": info.latency_ms,
         "server_version": info.server_version,
         "default_schema": crate::policy::default_schema(ds.kind, &ds.policy, &catalog.known.catalog),
     })))
+}
+
+/// Records in a PostgreSQL datasource's policy the schema its unqualified names resolve in, as
+/// read from the server (the service account's own search path), when the policy names none.
+async fn fill_default_schema(
+    state: &AppState,
+    caller: &Caller,
+    ds: &Datasource,
+    read: &str,
+) -> Result<(), ApiError> {
+    if ds.kind != DatasourceKind::Postgres || ds.policy.default_schema.is_some() || read.is_empty()
+    {
+        return Ok(());
+    }
+    let mut rec = change_record(caller, "datasource.update");
+    rec.datasource_id = Some(ds.id.clone());
+    rec.detail = Some(json!({"changed": ["policy.default_schema"], "read_from": "server"}));
+    state
+        .apply(
+            &caller.user.company_id,
+            vec![Change::FillDefaultSchema {
+                id: ds.id.clone(),
+                schema: read.to_owned(),
+            }],
+            vec![rec],
+        )
+        .await?;
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/datasources/{id}/schema", tag = "datasources", params(("id" = String, Path, description = "Datasource id")),

@@ -18,6 +18,8 @@ mod render;
 mod walk;
 
 #[cfg(test)]
+mod catalog_tests;
+#[cfg(test)]
 mod tests;
 
 pub use catalog::Catalog;

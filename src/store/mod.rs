@@ -236,6 +236,12 @@ pub enum Change {
     DeleteDatasource {
         id: DatasourceId,
     },
+    /// Records the schema unqualified names resolve in, as read from the server, in a
+    /// datasource's policy that names none (never overwriting one an admin set meanwhile).
+    FillDefaultSchema {
+        id: DatasourceId,
+        schema: String,
+    },
     PutApp {
         app: App,
         is_new: bool,

@@ -627,6 +627,15 @@ fn apply_one(
                 )?)?;
             }
         }
+        Change::FillDefaultSchema { id, schema } => {
+            // Only while unset: a policy an admin edited in the meantime wins.
+            tx.execute(
+                "UPDATE datasources SET policy = json_set(policy, '$.default_schema', ?3)
+                 WHERE id = ?1 AND company_id = ?2
+                   AND json_extract(policy, '$.default_schema') IS NULL",
+                params![id.as_str(), co, schema],
+            )?;
+        }
         Change::DeleteDatasource { id } => {
             tx.execute("DELETE FROM members WHERE object_id = ?1", [id.as_str()])?;
             affected(tx.execute(
