@@ -384,6 +384,10 @@ pub struct CheckResult {
     pub ok: bool,
     pub latency_ms: f64,
     pub server_version: String,
+    /// Where unqualified table names resolve: the policy's `default_schema`, else what the
+    /// server says (PostgreSQL: the service account's own search path; MySQL: the database;
+    /// SQLite: `main`). The check also records it in a PostgreSQL policy that names none.
+    pub default_schema: String,
 }
 
 #[derive(ToSchema)]
