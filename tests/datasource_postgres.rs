@@ -1141,3 +1141,107 @@ async fn nothing_a_function_leaves_in_the_session_reaches_the_next_request() {
     assert_eq!(after[0][9], clean[0][9], "still the same connection");
     assert_eq!(json!(after[0].as_array().unwrap()[..5]), expected_settings);
 }
+
+#[tokio::test]
+async fn introspection_reads_what_stands_behind_each_name() {
+    use sluice::policy::catalog::{RelName, RelationKind};
+    let f = fixture(
+        "CREATE SCHEMA lib;
+         ALTER ROLE {role} SET search_path = lib;
+         GRANT USAGE ON SCHEMA lib TO {role};
+         CREATE TABLE lib.ev_parent (id int);
+         CREATE TABLE lib.ev_secret () INHERITS (lib.ev_parent);
+         CREATE TABLE lib.pay (id int, y int) PARTITION BY RANGE (y);
+         CREATE TABLE lib.pay_2024 PARTITION OF lib.pay FOR VALUES FROM (2024) TO (2025);
+         CREATE TABLE lib.secrets (id int PRIMARY KEY, v text);
+         CREATE TABLE lib.notes (id int REFERENCES lib.secrets ON DELETE CASCADE);
+         CREATE FUNCTION lib.leak() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         CREATE VIEW lib.v_secrets AS SELECT v, lib.leak() AS l FROM lib.secrets;
+         CREATE MATERIALIZED VIEW lib.mv AS SELECT v FROM lib.v_secrets;
+         CREATE FUNCTION lib.stamp() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+         CREATE TRIGGER stamp BEFORE INSERT ON lib.notes FOR EACH ROW EXECUTE FUNCTION lib.stamp();
+         CREATE TABLE lib.defaults (n int DEFAULT lib.leak(), m int CHECK (m > lib.leak()));
+         CREATE TABLE lib.guarded (id int); ALTER TABLE lib.guarded ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY p ON lib.guarded USING (id > lib.leak());
+         CREATE TYPE lib.mood AS ENUM ('ok', 'sad');
+         CREATE TABLE lib.members (id int, mood lib.mood);
+         CREATE FUNCTION lib.mood_text(lib.mood) RETURNS text LANGUAGE sql AS 'SELECT ''x''';
+         CREATE CAST (lib.mood AS text) WITH FUNCTION lib.mood_text(lib.mood);
+         CREATE FUNCTION lib.member_text(lib.members) RETURNS text LANGUAGE sql AS 'SELECT ''x''';
+         CREATE CAST (lib.members AS text) WITH FUNCTION lib.member_text(lib.members);
+         CREATE RULE log_del AS ON DELETE TO lib.ev_parent DO ALSO DELETE FROM lib.notes;
+         CREATE EXTENSION pg_trgm;
+         CREATE FUNCTION public.lower(varchar) RETURNS text LANGUAGE sql AS 'SELECT ''x''';",
+    )
+    .await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let c = pool.introspect().await.expect("introspect");
+    let r = |s: &str| {
+        let (schema, name) = s.split_once('.').unwrap();
+        c.relations
+            .get(&RelName::new(schema, name))
+            .unwrap_or_else(|| panic!("{s} missing from {:#?}", c.relations.keys()))
+    };
+    assert_eq!(c.default_schema, "lib", "the role's own search path");
+    assert!(
+        c.server_version.starts_with("PostgreSQL"),
+        "{}",
+        c.server_version
+    );
+    assert!(c.builtin_functions.contains("lower") && c.builtin_functions.contains("date_trunc"));
+    assert!(!c.builtin_functions.contains("leak"));
+    assert!(c.system_relations.contains("pg_class") && c.system_relations.contains("pg_stats"));
+    assert_eq!(
+        r("lib.ev_parent").children,
+        vec![RelName::new("lib", "ev_secret")]
+    );
+    assert_eq!(
+        r("lib.ev_parent").cascades,
+        vec![RelName::new("lib", "notes")],
+        "the rule"
+    );
+    assert_eq!(r("lib.pay").kind, RelationKind::Partitioned);
+    assert_eq!(r("lib.pay").children, vec![RelName::new("lib", "pay_2024")]);
+    assert_eq!(r("lib.v_secrets").kind, RelationKind::View);
+    assert_eq!(
+        r("lib.v_secrets").reads,
+        vec![RelName::new("lib", "secrets")]
+    );
+    assert_eq!(
+        r("lib.v_secrets").read_functions,
+        vec!["lib.leak".to_string()]
+    );
+    assert_eq!(r("lib.mv").kind, RelationKind::MaterializedView);
+    assert_eq!(r("lib.mv").reads, vec![RelName::new("lib", "v_secrets")]);
+    assert_eq!(
+        r("lib.secrets").cascades,
+        vec![RelName::new("lib", "notes")]
+    );
+    assert_eq!(
+        r("lib.notes").write_functions,
+        vec!["lib.stamp".to_string()]
+    );
+    assert_eq!(
+        r("lib.defaults").write_functions,
+        vec!["lib.leak".to_string()]
+    );
+    assert_eq!(
+        r("lib.guarded").read_functions,
+        vec!["lib.leak".to_string()]
+    );
+    assert!(r("lib.members").row_cast, "members has a user cast to text");
+    assert_eq!(r("lib.members").cast_columns, vec!["mood".to_string()]);
+    let trgm = c.extensions.get("pg_trgm").expect("pg_trgm");
+    assert_eq!(trgm.schema, "public");
+    assert!(trgm.functions.contains("similarity") && trgm.operators.contains("%"));
+    assert!(trgm.volatile_functions.contains("set_limit"));
+    let public = c
+        .extension_schemas
+        .get("public")
+        .expect("public hosts pg_trgm");
+    assert_eq!(
+        public.functions.get("lower").map(|p| p.contains(&None)),
+        Some(true),
+        "the planted lower(varchar) belongs to no extension"
+    );
+}

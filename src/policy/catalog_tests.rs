@@ -277,6 +277,31 @@ fn the_scope_can_name_the_default_schema_and_the_server_only_fills_the_gap() {
 }
 
 #[test]
+fn with_no_usable_schema_on_the_search_path_an_unqualified_name_is_refused_clearly() {
+    let mut cat = lib_server();
+    cat.default_schema = String::new();
+    no(
+        PG,
+        &cat,
+        "SELECT * FROM orders",
+        &ScopePolicy::default(),
+        "has no schema",
+    );
+    ok(
+        PG,
+        &cat,
+        "SELECT * FROM lib.orders",
+        &ScopePolicy::default(),
+    );
+    ok(
+        PG,
+        &cat,
+        "SELECT relname FROM pg_class",
+        &allow(&["pg_catalog.pg_class"]),
+    );
+}
+
+#[test]
 fn a_pg_name_is_a_catalogue_relation_only_when_the_server_has_one() {
     let cat = lib_server();
     // pg_notes is no pg_catalog relation on this server: it is lib's.

@@ -361,6 +361,15 @@ impl Walker<'_> {
         }
         let ptr: *const ObjectName = name;
         let single = name.0.len() == 1;
+        if resolved.schema.is_empty() {
+            // The account's search path names no schema it can use: the server would find no
+            // table by this name either.
+            return ControlFlow::Break(PolicyError::TableNotAllowed(format!(
+                "table {} has no schema: the service account's search path names none it may \
+                 use; write the schema, or set the datasource's policy.default_schema",
+                resolved.table
+            )));
+        }
         if single && w.kind != DatasourceKind::Sqlite {
             self.qualify
                 .insert(ptr, schema_ident(w.kind, &resolved.schema));

@@ -113,8 +113,7 @@ const CASCADES: &str = "SELECT DISTINCT pn.nspname::text, p.relname::text, cn.ns
          OR con.confupdtype OPERATOR(pg_catalog.=) ANY (ARRAY['c','n','d']::\"char\"[]))";
 
 /// Types a user-defined cast (one whose function is a plain user function) converts from or
-/// to, with their array types and the domains over them; then the tables whose row type, and
-/// the columns whose type, is one of them.
+/// to, with their array types and the domains over them.
 const CAST_TYPES: &str = "WITH RECURSIVE hazard(oid) AS ( \
        SELECT c.castsource FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc f ON f.oid OPERATOR(pg_catalog.=) c.castfunc \
          JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) f.pronamespace \
@@ -122,19 +121,20 @@ const CAST_TYPES: &str = "WITH RECURSIVE hazard(oid) AS ( \
        UNION SELECT c.casttarget FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc f ON f.oid OPERATOR(pg_catalog.=) c.castfunc \
          JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) f.pronamespace \
          WHERE fn.nspname OPERATOR(pg_catalog.<>) 'pg_catalog' AND NOT_EXTENSION_MEMBER \
-         AND c.casttarget OPERATOR(pg_catalog.>=) 16384 \
        UNION SELECT ty.oid FROM pg_catalog.pg_type ty JOIN hazard h \
          ON ty.typelem OPERATOR(pg_catalog.=) h.oid OR ty.typbasetype OPERATOR(pg_catalog.=) h.oid \
-     ) \
-     SELECT n.nspname::text, c.relname::text, NULL::text \
+     ) SELECT oid FROM hazard";
+
+/// The tables whose row type (column NULL), and the columns whose type, is one of `$1`.
+const CAST_USES: &str = "SELECT n.nspname::text, c.relname::text, NULL::text \
        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-       WHERE c.reltype OPERATOR(pg_catalog.=) ANY (SELECT oid FROM hazard) \
+       WHERE c.reltype OPERATOR(pg_catalog.=) ANY ($1) \
      UNION ALL \
      SELECT n.nspname::text, c.relname::text, a.attname::text \
        FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid \
        JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
        WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
-         AND a.atttypid OPERATOR(pg_catalog.=) ANY (SELECT oid FROM hazard) \
+         AND a.atttypid OPERATOR(pg_catalog.=) ANY ($1) \
          AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r','p','v','m','f']::\"char\"[])";
 
 /// Installed extensions and their schemas.
@@ -283,7 +283,19 @@ pub async fn read(
         }
     }
     let casts = CAST_TYPES.replace("NOT_EXTENSION_MEMBER", NOT_EXTENSION_MEMBER);
-    for r in client.query(&casts, &[]).await? {
+    let hazard: Vec<tokio_postgres::types::Oid> = client
+        .query(&casts, &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Usually none: then pg_attribute, which can hold millions of rows, is not scanned.
+    let uses = if hazard.is_empty() {
+        Vec::new()
+    } else {
+        client.query(CAST_USES, &[&hazard]).await?
+    };
+    for r in uses {
         let (s, n, column): (String, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
         let e = rels.entry(RelName::new(s, n)).or_default();
         match column {
