@@ -1170,6 +1170,7 @@ async fn introspection_reads_what_stands_behind_each_name() {
          CREATE FUNCTION lib.member_text(lib.members) RETURNS text LANGUAGE sql AS 'SELECT ''x''';
          CREATE CAST (lib.members AS text) WITH FUNCTION lib.member_text(lib.members);
          CREATE RULE log_del AS ON DELETE TO lib.ev_parent DO ALSO DELETE FROM lib.notes;
+         CREATE VIEW lib.v_roles AS SELECT rolname FROM pg_catalog.pg_authid;
          CREATE EXTENSION pg_trgm;
          CREATE FUNCTION public.lower(varchar) RETURNS text LANGUAGE sql AS 'SELECT ''x''';",
     )
@@ -1211,6 +1212,11 @@ async fn introspection_reads_what_stands_behind_each_name() {
         r("lib.v_secrets").read_functions,
         vec!["lib.leak".to_string()]
     );
+    // pg_authid is pinned (no pg_depend row): found in the view's query tree.
+    assert_eq!(
+        r("lib.v_roles").reads,
+        vec![RelName::new("pg_catalog", "pg_authid")]
+    );
     assert_eq!(r("lib.mv").kind, RelationKind::MaterializedView);
     assert_eq!(r("lib.mv").reads, vec![RelName::new("lib", "v_secrets")]);
     assert_eq!(
@@ -1244,4 +1250,38 @@ async fn introspection_reads_what_stands_behind_each_name() {
         Some(true),
         "the planted lower(varchar) belongs to no extension"
     );
+}
+
+#[tokio::test]
+async fn nothing_of_ours_resolves_a_name_through_the_accounts_own_search_path() {
+    // The account's search path puts a user schema before pg_catalog, and that schema holds a
+    // domain named `text` whose check writes a marker: any unqualified `text` in the gateway's own
+    // SQL (at connect, in the cleanup after RESET ALL, in introspection) would run it.
+    let f = fixture(
+        "CREATE SCHEMA trap; CREATE TABLE public.marks (what text);
+         GRANT INSERT ON public.marks TO {role}; GRANT USAGE ON SCHEMA trap TO {role};
+         CREATE FUNCTION trap.note(v pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO public.marks VALUES (v); RETURN true;
+           EXCEPTION WHEN OTHERS THEN RETURN true; END $$;
+         CREATE DOMAIN trap.text AS pg_catalog.text CHECK (trap.note(VALUE));
+         CREATE DOMAIN trap.bool AS pg_catalog.bool CHECK (trap.note('bool'));
+         GRANT EXECUTE ON FUNCTION trap.note(pg_catalog.text) TO {role};
+         ALTER ROLE {role} SET search_path = trap, pg_catalog;",
+    )
+    .await;
+    let pool = PgPool::open(&spec(&f, 1), &settings()).await.unwrap();
+    let catalog = pool.introspect().await.expect("introspect");
+    assert_eq!(catalog.default_schema, "trap");
+    let mut user_code = query("SELECT 1");
+    user_code.may_change_session = true;
+    rows(&pool, user_code).await.unwrap();
+    pool.introspect().await.expect("introspect after the cleanup");
+    pool.schema().await.expect("schema");
+    let n: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM public.marks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "a trap.* object ran for the gateway's own SQL");
 }

@@ -92,20 +92,24 @@ const DEFAULT_SEARCH_PATH: &str = "pg_catalog, pg_temp";
 
 /// Read once per connection, before anything is pinned: the service account's own search path
 /// (its first existing schema is where its unqualified names would go) and role setting.
-const CONNECT_SQL: &str = "SELECT pg_catalog.current_schemas(false)::text[], \
+/// Runs before the search path is pinned, so it names no type or function a user schema could
+/// answer to (no cast: `name[]` is decoded as it comes).
+const CONNECT_SQL: &str = "SELECT pg_catalog.current_schemas(false), \
      pg_catalog.current_setting('role')";
 
 /// After a statement calling functions the policy cannot see into (`may_change_session`):
 /// everything `DISCARD ALL` does except `DEALLOCATE ALL`, so the connection's prepared statements
 /// (its setup statement and cache) stay valid; SQL-level prepared statements a function left are
 /// deallocated one by one ([`LEFTOVER_PREPARED`]). `RESET ALL` goes back to [`STARTUP_OPTIONS`].
+/// `RESET ALL` brings back the account's own search path: it is pinned again at once, before
+/// anything else of ours runs on the session.
 const SESSION_CLEANUP: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+     SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false); \
      UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; \
      DISCARD SEQUENCES";
 
 /// Prepared statements made with SQL `PREPARE` (by a function), not by the protocol.
-const LEFTOVER_PREPARED: &str =
-    "SELECT name::text FROM pg_catalog.pg_prepared_statements WHERE from_sql";
+const LEFTOVER_PREPARED: &str = "SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql";
 
 /// A connection whose read buffer grew past this for one message is not kept in the pool.
 const GROWN_BUFFER: usize = 4 * 1024 * 1024;
@@ -453,7 +457,7 @@ impl PgPool {
                 .await
                 .map_err(map)?;
             tx.batch_execute(&format!(
-                "SET LOCAL statement_timeout = {}",
+                "SET LOCAL search_path = pg_catalog, pg_temp; SET LOCAL statement_timeout = {}",
                 millis(SCHEMA_TIMEOUT)
             ))
             .await
@@ -511,7 +515,7 @@ impl PgPool {
                 .await
                 .map_err(map)?;
             tx.batch_execute(&format!(
-                "SET LOCAL statement_timeout = {}",
+                "SET LOCAL search_path = pg_catalog, pg_temp; SET LOCAL statement_timeout = {}",
                 millis(SCHEMA_TIMEOUT)
             ))
             .await

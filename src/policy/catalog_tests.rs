@@ -387,6 +387,15 @@ fn mysql_tables_and_stored_functions_carry_the_database_and_dual_is_no_table() {
         c.sql,
         "DELETE `shop`.orders FROM `shop`.orders JOIN `shop`.items ON items.id = orders.id"
     );
+    // An alias as the target: the server could not resolve it with no default database.
+    let e = no(
+        MY,
+        &cat,
+        "DELETE p FROM orders p JOIN items i ON i.id = p.id",
+        &rw(ScopePolicy::default()),
+        "alias",
+    );
+    assert!(matches!(e, PolicyError::StatementNotAllowed(_)));
     // FROM DUAL reads no table, whatever the allow-list says.
     let c = ok(MY, &cat, "SELECT 1 FROM DUAL", &allow(&["shop.orders"]));
     assert!(c.tables.is_empty());
@@ -568,6 +577,22 @@ fn a_shadow_table_is_checked_as_its_virtual_table() {
             "{sql}"
         );
     }
+    // A view over a shadow table reads the virtual table's data.
+    cat.relations.insert(
+        rel("main.v_content"),
+        Relation {
+            kind: RelationKind::View,
+            reads: rels(&["main.notes_fts_content"]),
+            ..Relation::default()
+        },
+    );
+    no(
+        LITE,
+        &cat,
+        "SELECT * FROM v_content",
+        &deny(&["main.notes_fts"]),
+        "main.notes_fts",
+    );
     // Allowed by list: the shadow's virtual table must be allowed too.
     no(
         LITE,

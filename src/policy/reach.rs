@@ -155,12 +155,20 @@ impl Scope<'_> {
             } else {
                 "it reads"
             };
-            if facts.opaque_reads && restricted && !(is_named && explicit) {
+            // What an unreadable view reads is unknown: with denied tables it may reach one,
+            // whoever allowed it by name; with an allow-list only the admin naming it vouches.
+            let vouched = is_named && explicit && self.scope.denied_tables.is_empty();
+            if facts.opaque_reads && restricted && !vouched {
                 return Err(PolicyError::TableNotAllowed(format!(
                     "table {} is not allowed: the service account cannot see what {} reads \
-                     (grant it SHOW VIEW, or allow this view by its exact name)",
+                     (grant it SHOW VIEW{})",
                     named.qualified(),
-                    rel.qualified()
+                    rel.qualified(),
+                    if self.scope.denied_tables.is_empty() {
+                        ", or allow this view by its exact name"
+                    } else {
+                        ""
+                    }
                 )));
             }
             if writing && facts.opaque_writes {
@@ -211,10 +219,18 @@ impl Scope<'_> {
                 &[][..]
             };
             // A write through a view writes its table; the other bases of a view are read.
+            // A shadow table reached on the way (a view over `notes_fts_content`) holds its
+            // virtual table's data: that table is reached too.
             let next = children
                 .iter()
                 .map(|r| (r, writing, "it includes"))
                 .chain(facts.reads.iter().map(|r| (r, writing, how)))
+                .chain(
+                    facts
+                        .shadow_of
+                        .iter()
+                        .map(|r| (r, writing, "it holds the data of")),
+                )
                 .chain(
                     cascades
                         .iter()

@@ -206,6 +206,23 @@ fn table_names(twj: &TableWithJoins, out: &mut Vec<*const ObjectName>) {
     }
 }
 
+/// The aliases of the plain tables in a FROM item.
+fn table_aliases(twj: &TableWithJoins, out: &mut Vec<Ident>) {
+    fn factor(f: &TableFactor, out: &mut Vec<Ident>) {
+        match f {
+            TableFactor::Table { alias: Some(a), .. } => out.push(a.name.clone()),
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => table_aliases(table_with_joins, out),
+            _ => {}
+        }
+    }
+    factor(&twj.relation, out);
+    for j in &twj.joins {
+        factor(&j.relation, out);
+    }
+}
+
 /// The quoted identifier of a schema, as the renderer puts it in front of a name.
 fn schema_ident(kind: DatasourceKind, schema: &str) -> Ident {
     match kind {
@@ -317,9 +334,25 @@ impl Walker<'_> {
                     table_names(twj, &mut targets);
                 }
                 self.write_targets.extend(targets);
-                // MySQL's `DELETE t1, t2 FROM …` names its targets outside FROM: check them too
-                // (an alias checked as a table can only over-refuse).
+                // MySQL's `DELETE t1, t2 FROM …` names its targets outside FROM: check them too.
+                // With no default database the server resolves a target only by its qualified
+                // table name, never by an alias: say so rather than send what cannot run.
+                let aliased = |name: &ObjectName| {
+                    let mut aliases = Vec::new();
+                    for twj in from {
+                        table_aliases(twj, &mut aliases);
+                    }
+                    idents(name).is_some_and(|parts| {
+                        matches!(parts.as_slice(), [one] if aliases.iter().any(|a| a.value.eq_ignore_ascii_case(&one.value)))
+                    })
+                };
                 for name in &delete.tables {
+                    if aliased(name) {
+                        return not_allowed(format!(
+                            "an alias ({name}) as the target of a multi-table DELETE (name the \
+                             table itself)"
+                        ));
+                    }
                     self.table(name, true)?;
                 }
                 (StatementClass::Delete, "DELETE")

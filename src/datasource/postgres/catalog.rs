@@ -47,6 +47,22 @@ const RULE_RELATIONS: &str = "SELECT DISTINCT vn.nspname::text, v.relname::text,
      WHERE vn.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog','information_schema']::pg_catalog.name[]) \
        AND d.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r','p','v','m','f']::\"char\"[])";
 
+/// The same from each view's query tree: PostgreSQL records no dependency on pinned objects
+/// (the system catalogues), so a view over `pg_authid` has no `pg_depend` row for it, but its
+/// range table names it (`:relid <oid>` in `ev_action`).
+const RULE_RELIDS: &str = "SELECT DISTINCT vn.nspname::pg_catalog.text, v.relname::pg_catalog.text, \
+       v.relkind::pg_catalog.text, (r.rulename OPERATOR(pg_catalog.=) '_RETURN')::pg_catalog.bool, \
+       dn.nspname::pg_catalog.text, d.relname::pg_catalog.text \
+     FROM pg_catalog.pg_rewrite r \
+     JOIN pg_catalog.pg_class v ON v.oid OPERATOR(pg_catalog.=) r.ev_class \
+     JOIN pg_catalog.pg_namespace vn ON vn.oid OPERATOR(pg_catalog.=) v.relnamespace \
+     CROSS JOIN LATERAL pg_catalog.regexp_matches(r.ev_action::pg_catalog.text, ':relid ([0-9]+)', 'g') AS m(x) \
+     JOIN pg_catalog.pg_class d ON d.oid OPERATOR(pg_catalog.=) (m.x[1])::pg_catalog.oid \
+     JOIN pg_catalog.pg_namespace dn ON dn.oid OPERATOR(pg_catalog.=) d.relnamespace \
+     WHERE vn.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog','information_schema']::pg_catalog.name[]) \
+       AND d.oid OPERATOR(pg_catalog.<>) v.oid \
+       AND d.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r','p','v','m','f']::pg_catalog.\"char\"[])";
+
 /// Whether a function belongs to no extension at all (a plain user function).
 const NOT_EXTENSION_MEMBER: &str = "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e \
        WHERE e.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass \
@@ -112,15 +128,17 @@ const CASCADES: &str = "SELECT DISTINCT pn.nspname::text, p.relname::text, cn.ns
        AND (con.confdeltype OPERATOR(pg_catalog.=) ANY (ARRAY['c','n','d']::\"char\"[]) \
          OR con.confupdtype OPERATOR(pg_catalog.=) ANY (ARRAY['c','n','d']::\"char\"[]))";
 
-/// Types a user-defined cast (one whose function is a plain user function) converts from or
-/// to, with their array types and the domains over them.
+/// Types a user-defined cast (one whose function is a plain user function) can be triggered
+/// from: its source, and its target when that is a user type (a value assigned to a column of
+/// it, or cast to it), with their array types and the domains over them. Built-in types are
+/// left out: a cast from `lib.members` to `text` is run by members values, never by text ones.
+/// 16384 is FirstNormalObjectId, the first oid of an object created after initdb.
 const CAST_TYPES: &str = "WITH RECURSIVE hazard(oid) AS ( \
-       SELECT c.castsource FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc f ON f.oid OPERATOR(pg_catalog.=) c.castfunc \
+       SELECT t.oid FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc f ON f.oid OPERATOR(pg_catalog.=) c.castfunc \
          JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) f.pronamespace \
+         CROSS JOIN LATERAL (VALUES (c.castsource), (c.casttarget)) AS t(oid) \
          WHERE fn.nspname OPERATOR(pg_catalog.<>) 'pg_catalog' AND NOT_EXTENSION_MEMBER \
-       UNION SELECT c.casttarget FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc f ON f.oid OPERATOR(pg_catalog.=) c.castfunc \
-         JOIN pg_catalog.pg_namespace fn ON fn.oid OPERATOR(pg_catalog.=) f.pronamespace \
-         WHERE fn.nspname OPERATOR(pg_catalog.<>) 'pg_catalog' AND NOT_EXTENSION_MEMBER \
+           AND t.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid \
        UNION SELECT ty.oid FROM pg_catalog.pg_type ty JOIN hazard h \
          ON ty.typelem OPERATOR(pg_catalog.=) h.oid OR ty.typbasetype OPERATOR(pg_catalog.=) h.oid \
      ) SELECT oid FROM hazard";
@@ -223,16 +241,21 @@ pub async fn read(
             .children
             .push(RelName::new(cs, cn));
     }
-    for r in client.query(RULE_RELATIONS, &[]).await? {
+    let mut rule_rows = client.query(RULE_RELATIONS, &[]).await?;
+    rule_rows.extend(client.query(RULE_RELIDS, &[]).await?);
+    for r in rule_rows {
         let (vs, vn, vk, is_view, ds, dn): (String, String, String, bool, String, String) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
         let e = entry(&mut rels, vs, vn, &vk);
         let target = RelName::new(ds, dn);
-        if is_view {
-            e.reads.push(target);
+        // A view's rule reads; a rule on a table is what an INSERT/UPDATE/DELETE on it also does.
+        let list = if is_view {
+            &mut e.reads
         } else {
-            // A rule on a table: what an INSERT/UPDATE/DELETE on it also does.
-            e.cascades.push(target);
+            &mut e.cascades
+        };
+        if !list.contains(&target) {
+            list.push(target);
         }
     }
     let code: [(String, bool); 6] = [
