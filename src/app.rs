@@ -44,6 +44,8 @@ impl Application {
                 ..AuditSettings::default()
             },
         )?);
+        // Process-wide: it bounds the store's and the audit log's SQLite too.
+        crate::datasource::sqlite::set_heap_limit(config.limits.sqlite_heap_limit_bytes);
         let registry = Registry::new(RegistrySettings {
             pool_timeout: config.pool_wait(),
             connect_timeout: Duration::from_millis(config.pools.connect_timeout_ms),

@@ -57,6 +57,11 @@ pub struct Limits {
     pub max_concurrent_per_app: usize,
     /// Time a non-query request may take end to end.
     pub request_timeout_ms: u64,
+    /// Heap SQLite may use in the whole process: SQLite datasources run inside the gateway, and
+    /// share this with the store's and the audit log's connections. An allocation past it fails
+    /// the statement that made it (422 `query_failed`) instead of growing the gateway. One
+    /// string or blob may be at most a quarter of it (and at most `max_result_bytes`).
+    pub sqlite_heap_limit_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,6 +159,7 @@ impl Default for Limits {
             max_concurrent_per_token: 32,
             max_concurrent_per_app: 64,
             request_timeout_ms: 30_000,
+            sqlite_heap_limit_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -200,6 +206,9 @@ impl Default for Log {
         }
     }
 }
+
+/// The smallest `limits.sqlite_heap_limit_bytes` accepted.
+const MIN_SQLITE_HEAP: u64 = 64 * 1024 * 1024;
 
 /// Environment variables with the `SLUICE_` prefix that are not configuration keys: secrets read
 /// directly (the master key) and variables of the test suite.
@@ -286,6 +295,13 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
+        }
+        // Below this the store and the audit log would fail for want of memory long before any
+        // datasource statement is refused.
+        if self.limits.sqlite_heap_limit_bytes < MIN_SQLITE_HEAP {
+            return Err(ConfigError::Invalid(format!(
+                "limits.sqlite_heap_limit_bytes must be at least {MIN_SQLITE_HEAP} (64 MiB)"
+            )));
         }
         if self.pools.default_size > self.pools.max_size {
             return Err(ConfigError::Invalid(

@@ -2,9 +2,18 @@
 //! `sqlite_roots`, opened read-only (plus `PRAGMA query_only`) for read-only statements, with all
 //! blocking work on `spawn_blocking`, rows fed through a bounded channel (backpressure), and the
 //! connection's `InterruptHandle` fired on deadline or when the consumer goes away.
+//!
+//! SQLite runs inside the gateway's process, so its work is bounded here: no single string or
+//! blob may grow past the result cap (`SQLITE_LIMIT_LENGTH`), the process-wide heap SQLite may use
+//! is capped ([`set_heap_limit`]), and a statement that does not stop when interrupted (one long
+//! built-in call: SQLite checks for interrupts only between VDBE steps) is abandoned: its caller
+//! gets `Timeout` on time, the connection is discarded, and the blocking thread finishes on its
+//! own while still holding its pool slot, so the pool size bounds how many such statements run.
+
+mod catalog;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +22,7 @@ use futures::StreamExt;
 use rusqlite::config::DbConfig;
 use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::{Connection as SqlConn, OpenFlags};
+use rusqlite::{Connection as SqlConn, ErrorCode, OpenFlags};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -25,6 +34,70 @@ use crate::encode::RowWriter;
 
 /// Rows buffered between the SQLite thread and the consumer.
 const ROW_BUFFER: usize = 64;
+
+/// How long an interrupted statement has to stop before it is abandoned. An interrupt takes
+/// effect at the next VDBE step, so anything that honours it is done well within this.
+const ABANDON_GRACE: Duration = Duration::from_millis(200);
+
+/// How long our own catalogue and schema queries may take.
+const OWN_WORK_LIMIT: Duration = Duration::from_secs(30);
+
+/// SQLite's compiled-in ceiling on `SQLITE_LIMIT_LENGTH` (`SQLITE_MAX_LENGTH`).
+const SQLITE_MAX_LENGTH: u64 = 1_000_000_000;
+
+/// Statements abandoned in this process whose blocking thread still runs, and all abandoned so
+/// far (for `/metrics`).
+static ABANDONED_RUNNING: AtomicU64 = AtomicU64::new(0);
+static ABANDONED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// SQLite statements abandoned at their deadline or when their consumer went away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Abandoned {
+    /// Whose blocking thread is still running (each holds a pool slot of its datasource).
+    pub running: u64,
+    /// Since the process started.
+    pub total: u64,
+}
+
+/// The process-wide count of abandoned SQLite statements.
+pub fn abandoned() -> Abandoned {
+    Abandoned {
+        running: ABANDONED_RUNNING.load(Ordering::Acquire),
+        total: ABANDONED_TOTAL.load(Ordering::Acquire),
+    }
+}
+
+/// Caps the heap SQLite may use in this whole process: datasource connections, and the store's
+/// and the audit log's connections too. An allocation past it fails (`SQLITE_NOMEM`) instead of
+/// growing the gateway. 0 removes the cap.
+pub fn set_heap_limit(bytes: u64) {
+    let n = i64::try_from(bytes).unwrap_or(i64::MAX);
+    // SAFETY: sqlite3_hard_heap_limit64 initialises SQLite if needed and then sets a global
+    // under SQLite's own mutex; it takes any value and touches no memory of ours.
+    unsafe {
+        rusqlite::ffi::sqlite3_hard_heap_limit64(n);
+    }
+}
+
+/// The heap cap in force (0: none).
+pub fn heap_limit() -> u64 {
+    // SAFETY: as above; a negative argument only reads the current limit.
+    let n = unsafe { rusqlite::ffi::sqlite3_hard_heap_limit64(-1) };
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The longest string or blob a datasource statement may build or read: a value larger than the
+/// whole result cap can never be answered, and a quarter of the heap cap leaves room for the
+/// copies one statement may hold at once (a concatenation, the row being read) and for the
+/// store's and the audit log's connections.
+fn value_limit(max_result_bytes: u64) -> i32 {
+    let mut limit = max_result_bytes.clamp(1, SQLITE_MAX_LENGTH);
+    let heap = heap_limit();
+    if heap > 0 {
+        limit = limit.min((heap / 4).max(1));
+    }
+    i32::try_from(limit).unwrap_or(i32::MAX)
+}
 
 struct Idle {
     conn: SqlConn,
@@ -42,6 +115,8 @@ struct Inner {
     size: AtomicUsize,
     in_use: AtomicUsize,
     waiting: AtomicUsize,
+    /// Statements of this pool abandoned whose blocking thread still runs.
+    abandoned: AtomicUsize,
     closed: AtomicBool,
 }
 
@@ -73,6 +148,26 @@ fn sql_err(e: rusqlite::Error) -> ExecError {
             message: "exactly one statement is allowed".into(),
             sqlstate: None,
         },
+        // Not ResultTooLarge: the value too big is often one the statement only builds on the
+        // way (`length(printf(…))`), so fewer rows or columns would not help; the statement must
+        // change. Not retryable either.
+        rusqlite::Error::SqliteFailure(code, _) if code.code == ErrorCode::TooBig => {
+            ExecError::QueryFailed {
+                message: "a string or blob in the statement is larger than one value may be in \
+                          this gateway (limits.max_result_bytes, and a quarter of \
+                          limits.sqlite_heap_limit_bytes)"
+                    .into(),
+                sqlstate: None,
+            }
+        }
+        rusqlite::Error::SqliteFailure(code, _) if code.code == ErrorCode::OutOfMemory => {
+            ExecError::QueryFailed {
+                message: "the statement needed more memory than SQLite may use in this gateway \
+                          (limits.sqlite_heap_limit_bytes)"
+                    .into(),
+                sqlstate: None,
+            }
+        }
         rusqlite::Error::SqliteFailure(code, msg) => ExecError::QueryFailed {
             message: msg.unwrap_or_else(|| code.to_string()),
             sqlstate: None,
@@ -85,8 +180,22 @@ fn sql_err(e: rusqlite::Error) -> ExecError {
 }
 
 fn is_interrupt(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
+    e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted)
 }
+
+/// After running out of memory SQLite may have rolled back on its own or left caches half
+/// built: such a connection is not kept.
+fn is_out_of_memory(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::OutOfMemory)
+}
+
+/// Where a piece of blocking work stands, shared by it and its watchdog. The watchdog may
+/// abandon it only while it is `RUNNING`: never during a COMMIT (the caller must learn whether
+/// the write happened), never once it finished.
+const RUNNING: u8 = 0;
+const COMMITTING: u8 = 1;
+const FINISHED: u8 = 2;
+const ABANDONED: u8 = 3;
 
 impl Inner {
     /// Opens one connection: read-only connections cannot write even through a function or a
@@ -105,6 +214,11 @@ impl Inner {
             .map_err(unavailable)?;
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)
             .map_err(unavailable)?;
+        conn.set_limit(
+            Limit::SQLITE_LIMIT_LENGTH,
+            value_limit(self.settings.max_result_bytes),
+        )
+        .map_err(unavailable)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
             .map_err(unavailable)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)
@@ -172,6 +286,35 @@ impl Inner {
         }
     }
 
+    /// The watchdog gives up on work that did not stop: returns whether it was abandoned
+    /// (false: it finished meanwhile, or is committing and must be waited for).
+    fn abandon(&self, state: &AtomicU8) -> bool {
+        // Counted before the state changes, so the worker's `finish` never counts below zero.
+        self.abandoned.fetch_add(1, Ordering::AcqRel);
+        ABANDONED_RUNNING.fetch_add(1, Ordering::AcqRel);
+        if state
+            .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            ABANDONED_TOTAL.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.abandoned.fetch_sub(1, Ordering::AcqRel);
+        ABANDONED_RUNNING.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+
+    /// The worker is done: returns whether it had been abandoned (its connection must then go).
+    fn finish(&self, state: &AtomicU8) -> bool {
+        state.swap(FINISHED, Ordering::AcqRel) == ABANDONED
+    }
+
+    /// An abandoned worker has ended and given its pool slot back.
+    fn abandoned_ended(&self) {
+        self.abandoned.fetch_sub(1, Ordering::AcqRel);
+        ABANDONED_RUNNING.fetch_sub(1, Ordering::AcqRel);
+    }
+
     fn take_idle(&self, read_only: bool) -> Option<SqlConn> {
         let mut idle = self.idle.lock().ok()?;
         // Drop connections idle for too long.
@@ -234,6 +377,7 @@ impl SqlitePool {
                 size: AtomicUsize::new(0),
                 in_use: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
+                abandoned: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -243,20 +387,49 @@ impl SqlitePool {
     pub async fn execute(&self, req: Execute) -> Result<Execution, ExecError> {
         let deadline = Instant::now() + req.timeout;
         let (tx, rx) = mpsc::channel(ROW_BUFFER);
-        let (head_tx, head_rx) = oneshot::channel();
+        let (head_tx, mut head_rx) = oneshot::channel();
+        let (abandon_tx, abandon_rx) = oneshot::channel();
         let truncated = Arc::new(AtomicBool::new(false));
+        let flags = Arc::new(StopFlags::default());
         tokio::spawn(run(
             self.inner.clone(),
             req,
             deadline,
-            tx,
-            head_tx,
+            Channels {
+                tx,
+                head: head_tx,
+                abandon: abandon_tx,
+                flags: flags.clone(),
+            },
             truncated.clone(),
         ));
-        match head_rx.await {
+        // The head comes from the worker, or the watchdog gives up on it first.
+        let mut abandon = Some(abandon_rx);
+        let head = match abandon.as_mut() {
+            Some(a) => tokio::select! {
+                biased;
+                h = &mut head_rx => h,
+                gave_up = a => {
+                    abandon = None;
+                    match gave_up {
+                        Ok(e) => return Err(e),
+                        // The watchdog ended without giving up: the worker answers.
+                        Err(_) => head_rx.await,
+                    }
+                }
+            },
+            None => head_rx.await,
+        };
+        match head {
             Ok(Ok(Head::Rows(columns))) => {
-                let rows = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|item| (item, rx))
+                let rows = Rows {
+                    rx,
+                    abandon,
+                    flags,
+                    done: false,
+                };
+                let rows = futures::stream::unfold(rows, |mut rows| async move {
+                    rows.next().await.map(|item| (item, rows))
                 })
                 .boxed();
                 Ok(Execution::Rows(RowStream::new(columns, rows, truncated)))
@@ -330,15 +503,16 @@ impl SqlitePool {
         Ok(out)
     }
 
-    /// What the SQL policy needs to know of this file (see `policy::catalog`).
+    /// What the SQL policy needs to know of this file (see `policy::catalog` and
+    /// [`catalog::read`]).
     pub async fn introspect(&self) -> Result<crate::policy::Catalog, ExecError> {
-        let info = self.check().await?;
-        Ok(crate::policy::Catalog {
-            kind: Some(crate::model::DatasourceKind::Sqlite),
-            server_version: info.server_version,
-            default_schema: "main".into(),
-            ..Default::default()
-        })
+        self.with_conn(|c| catalog::read(c).map_err(sql_err)).await
+    }
+
+    /// Statements of this pool abandoned at their deadline (or when their consumer went away)
+    /// whose blocking thread still runs; each holds a pool slot until it ends.
+    pub fn abandoned(&self) -> usize {
+        self.inner.abandoned.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -360,41 +534,63 @@ impl SqlitePool {
         drop(idle);
     }
 
-    /// Runs our own read-only work on a pooled read-only connection (bounded in time).
+    /// Runs our own read-only work on a pooled read-only connection, bounded in time like a
+    /// statement: interrupted at the limit, abandoned if it does not stop, and holding its pool
+    /// slot until its thread ends, even when this future is dropped.
     async fn with_conn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&SqlConn) -> Result<T, ExecError> + Send + 'static,
     ) -> Result<T, ExecError> {
-        let mut pc = self.inner.checkout(true).await?;
-        let Some(conn) = pc.conn.take() else {
+        let pc = self.inner.checkout(true).await?;
+        let Some(conn) = pc.conn.as_ref() else {
             return Err(ExecError::Unavailable("the connection was lost".into()));
         };
         let interrupt = conn.get_interrupt_handle();
-        let work = tokio::task::spawn_blocking(move || {
-            let r = f(&conn);
-            (conn, r)
-        });
-        let limit = Duration::from_secs(30);
+        let state = Arc::new(AtomicU8::new(RUNNING));
+        let inner = self.inner.clone();
+        let work = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = match pc.conn.as_ref() {
+                    // Our own queries read whole definitions, which may be longer than a user's
+                    // values may be; every statement sets its own limit again.
+                    Some(conn) => conn
+                        .set_limit(Limit::SQLITE_LIMIT_LENGTH, i32::MAX)
+                        .map_err(sql_err)
+                        .and_then(|_| f(conn)),
+                    None => Err(ExecError::Unavailable("the connection was lost".into())),
+                };
+                if inner.finish(&state) {
+                    // Discards the connection and frees the pool slot, then the count.
+                    drop(pc);
+                    inner.abandoned_ended();
+                    return None;
+                }
+                Some((pc, r))
+            })
+        };
         tokio::pin!(work);
-        let joined = match tokio::time::timeout(limit, &mut work).await {
-            Ok(j) => j,
+        let joined = match tokio::time::timeout(OWN_WORK_LIMIT, &mut work).await {
+            Ok(joined) => joined,
             Err(_) => {
                 interrupt.interrupt();
-                let _ = work.await;
-                self.inner.size.fetch_sub(1, Ordering::AcqRel);
-                return Err(ExecError::Timeout(limit));
+                if tokio::time::timeout(ABANDON_GRACE, &mut work)
+                    .await
+                    .is_err()
+                    && !self.inner.abandon(&state)
+                {
+                    let _ = work.await;
+                }
+                // Whatever it returned, the connection was interrupted: it is dropped.
+                return Err(ExecError::Timeout(OWN_WORK_LIMIT));
             }
         };
         match joined {
-            Ok((conn, r)) => {
-                pc.conn = Some(conn);
+            Ok(Some((pc, r))) => {
                 self.inner.release(pc);
                 r
             }
-            Err(_) => {
-                self.inner.size.fetch_sub(1, Ordering::AcqRel);
-                Err(ExecError::Unavailable("the SQLite work failed".into()))
-            }
+            Ok(None) | Err(_) => Err(ExecError::Unavailable("the SQLite work failed".into())),
         }
     }
 }
@@ -404,23 +600,88 @@ enum Head {
     Affected(u64),
 }
 
-/// Why the blocking work was interrupted.
+/// Why the blocking work was interrupted, and where it stands ([`RUNNING`], …).
 #[derive(Default)]
 struct StopFlags {
     timed_out: AtomicBool,
     gone: AtomicBool,
+    /// Wakes a worker waiting for room in the row channel once a flag above is set.
+    stop: tokio::sync::Notify,
+    state: AtomicU8,
+    /// The error that ended the rows when the channel had no room for it.
+    last: Mutex<Option<ExecError>>,
 }
 
-/// One statement's life: checkout, the blocking work, and the watchdog that interrupts it.
+impl StopFlags {
+    fn stopped(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire) || self.gone.load(Ordering::Acquire)
+    }
+}
+
+/// The sending ends of one execution, held by its statement's task.
+struct Channels {
+    tx: mpsc::Sender<Result<Bytes, ExecError>>,
+    head: oneshot::Sender<Result<Head, ExecError>>,
+    /// The watchdog's answer when it abandons the statement; dropped unused otherwise.
+    abandon: oneshot::Sender<ExecError>,
+    flags: Arc<StopFlags>,
+}
+
+/// The consumer's side of the rows: what the worker sends, until the watchdog gives up on it.
+struct Rows {
+    rx: mpsc::Receiver<Result<Bytes, ExecError>>,
+    abandon: Option<oneshot::Receiver<ExecError>>,
+    flags: Arc<StopFlags>,
+    done: bool,
+}
+
+impl Rows {
+    async fn next(&mut self) -> Option<Result<Bytes, ExecError>> {
+        if self.done {
+            return None;
+        }
+        let item = match self.abandon.as_mut() {
+            Some(abandon) => tokio::select! {
+                biased;
+                gave_up = abandon => {
+                    self.abandon = None;
+                    if let Ok(e) = gave_up {
+                        // The abandoned worker may still send: let it fail instead of waiting.
+                        self.rx.close();
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                    self.rx.recv().await
+                }
+                item = self.rx.recv() => item,
+            },
+            None => self.rx.recv().await,
+        };
+        if item.is_none() {
+            self.done = true;
+            let last = self.flags.last.lock().ok().and_then(|mut l| l.take());
+            return last.map(Err);
+        }
+        item
+    }
+}
+
+/// One statement's life: checkout, the blocking work, and the watchdog that interrupts it and,
+/// if it does not stop, abandons it.
 async fn run(
     inner: Arc<Inner>,
     req: Execute,
     deadline: Instant,
-    tx: mpsc::Sender<Result<Bytes, ExecError>>,
-    head: oneshot::Sender<Result<Head, ExecError>>,
+    ch: Channels,
     truncated: Arc<AtomicBool>,
 ) {
     let timeout = req.timeout;
+    let Channels {
+        tx,
+        head,
+        abandon,
+        flags,
+    } = ch;
     let pc = tokio::select! {
         biased;
         _ = tx.closed() => return,
@@ -430,59 +691,90 @@ async fn run(
         }
         pc = inner.checkout(req.read_only) => pc,
     };
-    let mut pc = match pc {
+    let pc = match pc {
         Ok(pc) => pc,
         Err(e) => {
             let _ = head.send(Err(e));
             return;
         }
     };
-    let Some(mut conn) = pc.conn.take() else {
+    let Some(conn) = pc.conn.as_ref() else {
         let _ = head.send(Err(ExecError::Unavailable(
             "the connection was lost".into(),
         )));
         return;
     };
-    // From here `pc` holds no connection; it only keeps the pool slot until we are done.
-    inner.size.fetch_sub(1, Ordering::AcqRel);
     let interrupt = conn.get_interrupt_handle();
-    let flags = Arc::new(StopFlags::default());
     let watch_tx = tx.clone();
     let max_bytes = inner.settings.max_result_bytes;
+    // The worker owns the checkout (connection and pool slot) until it ends, whether or not
+    // anyone still waits for it.
     let work = {
         let flags = flags.clone();
+        let inner = inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut job = Blocking {
-                req: &req,
-                tx,
-                head: Some(head),
-                truncated: &truncated,
-                flags: &flags,
-                max_bytes,
+            let mut pc = pc;
+            let reusable = match pc.conn.as_mut() {
+                Some(conn) => Blocking {
+                    req: &req,
+                    tx,
+                    head: Some(head),
+                    truncated: &truncated,
+                    flags: &flags,
+                    max_bytes,
+                }
+                .run(conn),
+                None => false,
             };
-            let reusable = job.run(&mut conn);
-            (conn, reusable)
+            if inner.finish(&flags.state) {
+                // Discards the connection and frees the pool slot, then the count.
+                drop(pc);
+                inner.abandoned_ended();
+                return None;
+            }
+            Some((pc, reusable))
         })
     };
     tokio::pin!(work);
-    let joined = tokio::select! {
+    let timed_out = tokio::select! {
         biased;
-        r = &mut work => r,
+        joined = &mut work => {
+            keep(&inner, joined);
+            return;
+        }
         _ = watch_tx.closed() => {
             flags.gone.store(true, Ordering::Release);
-            interrupt.interrupt();
-            work.await
+            false
         }
         _ = tokio::time::sleep_until(deadline) => {
             flags.timed_out.store(true, Ordering::Release);
-            interrupt.interrupt();
-            work.await
+            true
         }
     };
     drop(watch_tx);
-    if let Ok((conn, true)) = joined {
-        inner.size.fetch_add(1, Ordering::AcqRel);
-        pc.conn = Some(conn);
+    flags.stop.notify_waiters();
+    interrupt.interrupt();
+    let joined = match tokio::time::timeout(ABANDON_GRACE, &mut work).await {
+        Ok(joined) => joined,
+        Err(_) if inner.abandon(&flags.state) => {
+            // One built-in call that does not look at the interrupt: the caller gets its
+            // answer now; the thread ends on its own, holding its pool slot until then.
+            if timed_out {
+                let _ = abandon.send(ExecError::Timeout(timeout));
+            }
+            return;
+        }
+        // It finished meanwhile, or is committing: its own answer stands.
+        Err(_) => work.await,
+    };
+    // The worker judged reusability after its statements ended; an interrupt arriving later
+    // is a no-op (SQLite clears it once no statement runs).
+    keep(&inner, joined);
+}
+
+/// Puts a connection that ran to its end back into the pool when it is in a known state.
+fn keep(inner: &Inner, joined: Result<Option<(PooledConn, bool)>, tokio::task::JoinError>) {
+    if let Ok(Some((pc, true))) = joined {
         inner.release(pc);
     }
 }
@@ -502,6 +794,11 @@ impl Blocking<'_> {
     fn run(&mut self, conn: &mut SqlConn) -> bool {
         let remaining = self.req.timeout;
         let _ = conn.busy_timeout(remaining);
+        // Set for every statement: our own catalogue work raises it on the same connections.
+        if let Err(e) = conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, value_limit(self.max_bytes)) {
+            self.fail(sql_err(e));
+            return false;
+        }
         if !self.req.read_only
             && let Err(e) = conn.execute_batch("BEGIN")
         {
@@ -510,12 +807,13 @@ impl Blocking<'_> {
         }
         let outcome = self.statement(conn);
         let interrupted = matches!(&outcome, Err(e) if is_interrupt(e));
+        let out_of_memory = matches!(&outcome, Err(e) if is_out_of_memory(e));
         let outcome = match outcome {
             Ok(head) => {
                 if self.req.read_only || conn.is_autocommit() {
                     Ok(head)
                 } else {
-                    conn.execute_batch("COMMIT").map(|()| head)
+                    self.commit(conn).map(|()| head)
                 }
             }
             Err(e) => Err(e),
@@ -537,11 +835,34 @@ impl Blocking<'_> {
                 }
             }
         }
-        // Something stopped us from outside (deadline, consumer gone): start afresh next time.
+        // Something stopped us from outside (deadline, consumer gone), or SQLite ran out of
+        // memory: start afresh next time.
         !interrupted
+            && !out_of_memory
             && !self.flags.gone.load(Ordering::Acquire)
             && !self.flags.timed_out.load(Ordering::Acquire)
             && conn.is_autocommit()
+    }
+
+    /// Commits unless the statement was stopped (deadline, consumer gone) or abandoned: a caller
+    /// told `Timeout` never has its write committed. Once committing, the watchdog waits for the
+    /// outcome instead of abandoning it.
+    fn commit(&self, conn: &SqlConn) -> Result<(), rusqlite::Error> {
+        let stopped = self.flags.timed_out.load(Ordering::Acquire)
+            || self.flags.gone.load(Ordering::Acquire)
+            || self
+                .flags
+                .state
+                .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err();
+        if stopped {
+            return Err(if self.flags.timed_out.load(Ordering::Acquire) {
+                internal(ExecError::Timeout(self.req.timeout))
+            } else {
+                internal_none()
+            });
+        }
+        conn.execute_batch("COMMIT")
     }
 
     /// Our errors travel through `Internal`; SQLite's through the rest.
@@ -557,15 +878,54 @@ impl Blocking<'_> {
         if self.flags.gone.load(Ordering::Acquire) {
             return None;
         }
+        if e.sqlite_error_code() == Some(ErrorCode::TooBig) {
+            return Some(ExecError::QueryFailed {
+                message: format!(
+                    "a string or blob in the statement is larger than {} bytes, the most one \
+                     value may hold in this gateway (limits.max_result_bytes, and a quarter of \
+                     limits.sqlite_heap_limit_bytes)",
+                    value_limit(self.max_bytes)
+                ),
+                sqlstate: None,
+            });
+        }
         Some(sql_err(e))
     }
 
     fn fail(&mut self, e: ExecError) {
         if let Some(h) = self.head.take() {
             let _ = h.send(Err(e));
-        } else {
-            let _ = self.tx.blocking_send(Err(e));
+        } else if !self.send(Err(e.clone())) {
+            // The consumer reads it after the rows already sent.
+            if let Ok(mut last) = self.flags.last.lock() {
+                *last = Some(e);
+            }
         }
+    }
+
+    /// Sends one item to the consumer, waiting for room unless the statement is stopped
+    /// meanwhile: a consumer that reads nothing must not keep this thread, its connection and
+    /// its pool slot past the deadline. Returns whether it was sent.
+    fn send(&self, item: Result<Bytes, ExecError>) -> bool {
+        let item = match self.tx.try_send(item) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
+        let stop = self.flags.stop.notified();
+        tokio::pin!(stop);
+        // Registered before the flags are read, so a stop after this read still wakes us.
+        stop.as_mut().enable();
+        if self.flags.stopped() {
+            return false;
+        }
+        futures::executor::block_on(async {
+            tokio::select! {
+                biased;
+                sent = self.tx.send(item) => sent.is_ok(),
+                _ = stop => false,
+            }
+        })
     }
 
     /// Prepares, binds and runs the statement. Rows go out as they are stepped; the head for a
@@ -650,7 +1010,10 @@ impl Blocking<'_> {
             if total > self.max_bytes {
                 return Err(internal(ExecError::ResultTooLarge(self.max_bytes)));
             }
-            if self.tx.blocking_send(Ok(encoded)).is_err() {
+            if !self.send(Ok(encoded)) {
+                if self.flags.timed_out.load(Ordering::Acquire) {
+                    return Err(internal(ExecError::Timeout(self.req.timeout)));
+                }
                 self.flags.gone.store(true, Ordering::Release);
                 return Err(internal_none());
             }
