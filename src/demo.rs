@@ -401,6 +401,11 @@ fn print_guide(s: &DemoSetup, addr: &str) {
             "(no PostgreSQL/MySQL server answered on 127.0.0.1: only the SQLite datasources exist)"
         );
     }
+    println!("\nconsole: http://{addr}/ (open it in a browser)");
+    println!(
+        "  sign in with the owner token to see every screen, or with an audience's token below"
+    );
+    println!("  to see what that user is offered");
     println!("\nowner token: {}", s.owner_token);
     for (key, app_id, app, email, token, ds) in &s.audiences {
         println!("\n== {app} app ({key}); user {email}");

@@ -2,6 +2,7 @@
 //! Handlers live in one file per resource; only this layer picks status codes.
 
 mod body_guard;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -85,6 +86,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::query::routes());
     let app = Router::new()
         .merge(ops::routes())
+        // The browser console: static files only; it calls the /v1 routes like any client.
+        .merge(console::routes())
         .merge(api)
         .fallback(|| async {
             ApiError::new(

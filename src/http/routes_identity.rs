@@ -1,7 +1,7 @@
 //! Identity routes: `/v1/me`, users, API users, tokens, groups.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
@@ -49,16 +49,54 @@ async fn me(caller: Caller) -> impl IntoResponse {
     }))
 }
 
-#[utoipa::path(get, path = "/v1/users", tag = "identity", responses(
-    (status = 200, description = "The company's users (person users only may list)", body = doc::UserList),
-    doc::Forbidden,
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct UserSearch {
+    /// Only users whose name or email contains this text, ignoring case (the console's
+    /// "add people by name or email"). Empty or absent: every user.
+    q: Option<String>,
+}
+
+/// The longest search text taken: longer than any name (200) or email (254) could match.
+const MAX_SEARCH_CHARS: usize = 256;
+
+/// Does `u` match the search text `needle` (already lowercased)?
+fn user_matches(u: &User, needle: &str) -> bool {
+    u.name.to_lowercase().contains(needle)
+        || u.email
+            .as_deref()
+            .is_some_and(|e| e.to_lowercase().contains(needle))
+}
+
+#[utoipa::path(get, path = "/v1/users", tag = "identity", params(UserSearch), responses(
+    (status = 200, description = "The company's users, oldest first (person users only may list)", body = doc::UserList),
+    doc::BadRequest, doc::Forbidden,
 ))]
-async fn list_users(caller: Caller) -> Result<impl IntoResponse, ApiError> {
+async fn list_users(
+    caller: Caller,
+    q: Result<Query<UserSearch>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Searching is listing with a filter: the same rule, so a search can never show a user the
+    // plain listing would not.
     require(permission::company(
         &caller.principal(),
         CompanyAction::ListUsers,
     ))?;
-    let mut users: Vec<&User> = caller.company.users.values().collect();
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+    let needle = q.q.as_deref().map(str::trim).unwrap_or_default();
+    if needle.chars().count() > MAX_SEARCH_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "q must be at most {MAX_SEARCH_CHARS} characters"
+        )));
+    }
+    let needle = needle.to_lowercase();
+    let mut users: Vec<&User> = caller
+        .company
+        .users
+        .values()
+        .filter(|u| user_matches(u, &needle))
+        .collect();
     users.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
     let items: Vec<_> = users.into_iter().map(views::user).collect();
     Ok(axum::Json(json!({ "items": items })))
