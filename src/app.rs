@@ -66,14 +66,22 @@ impl Application {
             config.limits.policy_cache_entries,
             config.limits.policy_cache_bytes,
         );
+        let metrics = Arc::new(Metrics::new());
+        let query = crate::query::QueryService::new(
+            registry.clone(),
+            audit.clone(),
+            metrics.clone(),
+            limits,
+            policy_cache,
+            config.limits.max_sql_bytes,
+        );
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
             audit,
             registry,
-            metrics: Arc::new(Metrics::new()),
-            limits,
-            policy_cache,
+            metrics,
+            query,
         });
         Ok(Application { listener, state })
     }

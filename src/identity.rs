@@ -66,6 +66,17 @@ pub enum AuthError {
     Expired,
 }
 
+impl crate::code::Coded for AuthError {
+    fn code(&self) -> crate::code::Code {
+        crate::code::Code::Unauthenticated
+    }
+
+    /// Why a token was refused stays in the log: a client learns nothing from the difference.
+    fn message(&self) -> String {
+        "a valid bearer token is required".into()
+    }
+}
+
 /// The authenticated caller of one request, with the company snapshot the request works on.
 #[derive(Clone, Debug)]
 pub struct Caller {

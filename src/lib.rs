@@ -1,14 +1,16 @@
 //! sluice: a SQL datasource query gateway.
 //!
-//! The path of a query is readable from the modules: `http` (routes, extractors, errors) →
-//! `identity` (bearer tokens) → `permission` (who may use which app) → `query` (the query
-//! route) → `policy` (what SQL may run) → `datasource` (pools and drivers) → `encode` (typed
-//! JSON / NDJSON) → `audit`. `store` holds the control plane and its in-memory view; `config` the
-//! typed configuration; `app` builds and runs the server; `cli` is the command line.
+//! The path of a query is readable from the modules: `http` (routes, extractors, the one place
+//! that picks status codes) → `identity` (bearer tokens) → `query` (the transport-independent
+//! query service: resolve → `permission` → limits → `policy` → `datasource` → `encode` →
+//! `audit`, finished in one place). `code` holds the stable error codes every layer's error
+//! names. `store` holds the control plane and its in-memory view; `config` the typed
+//! configuration; `app` builds and runs the server; `cli` is the command line.
 
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod code;
 pub mod config;
 pub mod datasource;
 pub mod demo;

@@ -61,6 +61,26 @@ pub enum Refused {
     App,
 }
 
+impl crate::code::Coded for Refused {
+    fn code(&self) -> crate::code::Code {
+        crate::code::Code::TooManyRequests
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refused::Token => "too many queries in flight for this token",
+            Refused::App => "too many queries in flight for this app",
+            Refused::Gateway => "the gateway is at its query capacity",
+        }
+        .into()
+    }
+
+    /// A moment later another query may have finished.
+    fn retryable(&self) -> bool {
+        true
+    }
+}
+
 pub struct Limiters {
     global: Arc<tokio::sync::Semaphore>,
     max_total: usize,

@@ -265,6 +265,22 @@ pub enum AuditError {
     Lost { count: u64 },
 }
 
+impl crate::code::Coded for AuditError {
+    fn code(&self) -> crate::code::Code {
+        match self {
+            AuditError::BadCursor => crate::code::Code::BadRequest,
+            _ => crate::code::Code::Unavailable,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            AuditError::BadCursor => "malformed cursor".into(),
+            _ => "the audit log could not be written; the answer was withheld".into(),
+        }
+    }
+}
+
 const INSERT_SQL: &str = concat!(
     "INSERT INTO audit_log (",
     columns!(),

@@ -258,6 +258,48 @@ pub enum ExecError {
     UnsupportedType(String),
 }
 
+impl crate::code::Coded for ExecError {
+    fn code(&self) -> crate::code::Code {
+        use crate::code::Code;
+        match self {
+            ExecError::PoolTimeout => Code::PoolTimeout,
+            ExecError::Unavailable(_) | ExecError::NotAllowed(_) => Code::DatasourceUnavailable,
+            ExecError::QueryFailed { .. }
+            | ExecError::ResultTooLarge(_)
+            | ExecError::UnsupportedType(_) => Code::QueryFailed,
+            ExecError::Timeout(_) => Code::QueryTimeout,
+            ExecError::BadParams(_) => Code::BadParams,
+        }
+    }
+
+    /// Messages are scrubbed of secrets where they are made (see [`scrub`]).
+    fn message(&self) -> String {
+        match self {
+            ExecError::PoolTimeout => {
+                "no database connection became free in time; retry shortly".into()
+            }
+            ExecError::Unavailable(m) | ExecError::NotAllowed(m) => m.clone(),
+            ExecError::QueryFailed { message, sqlstate } => match sqlstate {
+                Some(s) => format!("{message} (SQLSTATE {s})"),
+                None => message.clone(),
+            },
+            ExecError::Timeout(d) => format!(
+                "the statement ran past its timeout of {} ms and was cancelled",
+                d.as_millis()
+            ),
+            ExecError::BadParams(m) | ExecError::UnsupportedType(m) => m.clone(),
+            ExecError::ResultTooLarge(n) => format!(
+                "the result is larger than the limit of {n} bytes; lower max_rows or select fewer columns"
+            ),
+        }
+    }
+
+    /// An address or path the operator has not allowed stays so however often it is retried.
+    fn retryable(&self) -> bool {
+        matches!(self, ExecError::PoolTimeout | ExecError::Unavailable(_))
+    }
+}
+
 impl ExecError {
     /// The statement failed on an object the server does not have (a table, column, function
     /// or schema): the catalogue the policy checked against may be out of date.

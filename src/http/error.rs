@@ -6,15 +6,45 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::audit::AuditError;
+use crate::code::{Code, Coded};
 use crate::datasource::ExecError;
 use crate::identity::AuthError;
 use crate::permission::Decision;
+use crate::policy::PolicyError;
 use crate::store::StoreError;
 
+/// The one table from a code to its HTTP status.
+pub fn status_of(code: Code) -> StatusCode {
+    match code {
+        Code::BadRequest | Code::SqlParseError | Code::BadParams => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Forbidden
+        | Code::StatementNotAllowed
+        | Code::TableNotAllowed
+        | Code::FunctionNotAllowed
+        | Code::IntegrationDisabled => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Code::Conflict => StatusCode::CONFLICT,
+        Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::QueryFailed => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        Code::PoolTimeout | Code::DatasourceUnavailable | Code::Unavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Code::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        // Never answered: the client is gone by then. 499 in the nginx tradition.
+        Code::ClientDisconnected => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// An error answer: a code (its status follows from [`status_of`]), the text a client may read,
+/// and `Retry-After` for what is worth retrying.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     /// Seconds for `Retry-After` on 429/503.
     pub retry_after: Option<u64>,
@@ -32,67 +62,68 @@ struct Inner<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             retry_after: None,
         }
     }
 
+    /// Any layer's error, by its code, client text and retryability.
+    pub fn coded(e: &impl Coded) -> Self {
+        ApiError {
+            code: e.code(),
+            message: e.message(),
+            retry_after: e.retryable().then_some(1),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status_of(self.code)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(Code::BadRequest, message)
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such object")
+        Self::new(Code::NotFound, "no such object")
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(Code::Forbidden, message)
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
+        Self::new(Code::Conflict, message)
     }
 
     pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            Code::Internal,
             "an internal error occurred; it has been logged",
         )
     }
 
     pub fn unauthenticated() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "a valid bearer token is required",
-        )
-    }
-
-    pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
-        ApiError {
-            retry_after: Some(retry_after),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
-        }
+        Self::coded(&AuthError::Missing)
     }
 
     /// The JSON body alone (for NDJSON streams whose last line is an error).
     pub fn body_json(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+        serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}})
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
         let mut res = (
-            self.status,
+            status,
             Json(Body {
                 error: Inner {
-                    code: self.code,
+                    code: self.code.as_str(),
                     message: &self.message,
                 },
             }),
@@ -103,7 +134,7 @@ impl IntoResponse for ApiError {
         {
             res.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -112,22 +143,11 @@ impl IntoResponse for ApiError {
 }
 
 impl From<Decision> for ApiError {
-    /// Only called for refusals; `Allow` reaching here is a bug and answers 500.
     fn from(d: Decision) -> Self {
-        match d {
-            Decision::NotFound => ApiError::not_found(),
-            Decision::Forbidden => ApiError::forbidden("your role does not allow this"),
-            Decision::Conflict(m) => ApiError::conflict(m),
-            Decision::IntegrationDisabled => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "integration_disabled",
-                "this integration is turned off for the company",
-            ),
-            Decision::Allow => {
-                tracing::error!("an Allow decision was turned into an error");
-                ApiError::internal()
-            }
+        if d.is_allow() {
+            tracing::error!("an Allow decision was turned into an error");
         }
+        ApiError::coded(&d)
     }
 }
 
@@ -139,79 +159,104 @@ pub fn require(d: Decision) -> Result<(), ApiError> {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         tracing::debug!(reason = %e, "authentication refused");
-        ApiError::unauthenticated()
+        ApiError::coded(&e)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(m) => ApiError::conflict(m),
-            StoreError::NotFound => ApiError::not_found(),
-            StoreError::Unavailable(m) => {
-                tracing::warn!(error = %m, "store unavailable");
-                ApiError {
-                    retry_after: Some(1),
-                    ..ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the control-plane store is unavailable; retry shortly",
-                    )
-                }
-            }
-            StoreError::Internal(m) => {
-                tracing::error!(error = %m, "store error");
-                ApiError::internal()
-            }
+        match &e {
+            StoreError::Unavailable(m) => tracing::warn!(error = %m, "store unavailable"),
+            StoreError::Internal(m) => tracing::error!(error = %m, "store error"),
+            _ => {}
         }
+        ApiError::coded(&e)
     }
 }
 
 impl From<ExecError> for ApiError {
     fn from(e: ExecError) -> Self {
-        match e {
-            ExecError::PoolTimeout => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "pool_timeout",
-                    "no database connection became free in time; retry shortly",
-                )
-            },
-            ExecError::Unavailable(m) => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "datasource_unavailable", m)
-            },
-            ExecError::NotAllowed(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "datasource_unavailable", m)
-            }
-            ExecError::QueryFailed { message, sqlstate } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "query_failed",
-                match sqlstate {
-                    Some(s) => format!("{message} (SQLSTATE {s})"),
-                    None => message,
-                },
-            ),
-            ExecError::Timeout(d) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "query_timeout",
-                format!(
-                    "the statement ran past its timeout of {} ms and was cancelled",
-                    d.as_millis()
-                ),
-            ),
-            ExecError::BadParams(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_params", m),
-            ExecError::ResultTooLarge(n) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "query_failed",
-                format!(
-                    "the result is larger than the limit of {n} bytes; lower max_rows or select fewer columns"
-                ),
-            ),
-            ExecError::UnsupportedType(m) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "query_failed", m)
-            }
+        ApiError::coded(&e)
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        ApiError::coded(&e)
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        if !matches!(e, AuditError::BadCursor) {
+            tracing::error!(error = %e, "audit log error");
         }
+        ApiError::coded(&e)
+    }
+}
+
+impl From<crate::limits::Refused> for ApiError {
+    fn from(e: crate::limits::Refused) -> Self {
+        ApiError::coded(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_the_status_api_md_gives_it() {
+        for (code, status) in [
+            (Code::BadRequest, 400),
+            (Code::SqlParseError, 400),
+            (Code::BadParams, 400),
+            (Code::Unauthenticated, 401),
+            (Code::Forbidden, 403),
+            (Code::StatementNotAllowed, 403),
+            (Code::TableNotAllowed, 403),
+            (Code::FunctionNotAllowed, 403),
+            (Code::IntegrationDisabled, 403),
+            (Code::NotFound, 404),
+            (Code::MethodNotAllowed, 405),
+            (Code::Conflict, 409),
+            (Code::PayloadTooLarge, 413),
+            (Code::QueryFailed, 422),
+            (Code::TooManyRequests, 429),
+            (Code::PoolTimeout, 503),
+            (Code::DatasourceUnavailable, 503),
+            (Code::QueryTimeout, 504),
+        ] {
+            assert_eq!(status_of(code).as_u16(), status, "{code}");
+        }
+        // Every code is in the table, and only the gateway's own failure is a 500.
+        for code in Code::ALL {
+            let s = status_of(*code);
+            assert_eq!(
+                s.is_server_error() && s.as_u16() == 500,
+                *code == Code::Internal
+            );
+        }
+    }
+
+    #[test]
+    fn retryable_errors_carry_retry_after_and_refused_addresses_do_not() {
+        assert_eq!(ApiError::from(ExecError::PoolTimeout).retry_after, Some(1));
+        assert_eq!(
+            ApiError::from(ExecError::Unavailable("x".into())).retry_after,
+            Some(1)
+        );
+        assert_eq!(
+            ApiError::from(ExecError::NotAllowed("x".into())).retry_after,
+            None
+        );
+        assert_eq!(
+            ApiError::from(crate::limits::Refused::App).retry_after,
+            Some(1)
+        );
+        assert_eq!(
+            ApiError::from(PolicyError::Parse("x".into())).retry_after,
+            None
+        );
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::code::Code;
 use crate::identity::{Caller, authenticate};
 
 /// `axum::Json` with the API's error body.
@@ -45,16 +46,14 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
         }
         JsonRejection::BytesRejection(_) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                Code::PayloadTooLarge,
                 "request body is larger than the limit",
             )
         }
         _ => {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    Code::PayloadTooLarge,
                     "request body is larger than the limit",
                 )
             } else {

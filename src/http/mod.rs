@@ -11,6 +11,7 @@ mod routes_apps;
 mod routes_company;
 mod routes_datasources;
 mod routes_identity;
+mod routes_query;
 mod sharing;
 pub mod views;
 
@@ -37,8 +38,8 @@ pub struct AppState {
     pub audit: Arc<AuditWriter>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub limits: crate::limits::Limiters,
-    pub policy_cache: crate::policy::cache::PolicyCache,
+    /// The query pipeline every transport runs statements through.
+    pub query: crate::query::QueryService,
 }
 
 impl AppState {
@@ -83,23 +84,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             request_timeout,
         ))
-        .merge(crate::query::routes());
+        .merge(routes_query::routes());
     let app = Router::new()
         .merge(ops::routes())
         // The browser console: static files only; it calls the /v1 routes like any client.
         .merge(console::routes())
         .merge(api)
-        .fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route",
-            )
-        })
+        .fallback(|| async { ApiError::new(crate::code::Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                crate::code::Code::MethodNotAllowed,
                 "this route does not take that method",
             )
         })

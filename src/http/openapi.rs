@@ -74,7 +74,7 @@ pub fn document() -> serde_json::Value {
         super::routes_apps::remove_member,
         super::routes_apps::clone_app,
         super::routes_apps::transfer,
-        crate::query::query,
+        super::routes_query::query,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Conventions),

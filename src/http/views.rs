@@ -24,19 +24,11 @@ pub fn user(u: &User) -> Value {
 }
 
 pub fn app_acl(a: &App) -> Acl<'_> {
-    Acl {
-        owner_id: &a.owner_id,
-        visibility: a.visibility,
-        members: &a.members,
-    }
+    a.acl()
 }
 
 pub fn ds_acl(d: &Datasource) -> Acl<'_> {
-    Acl {
-        owner_id: &d.owner_id,
-        visibility: d.visibility,
-        members: &d.members,
-    }
+    d.acl()
 }
 
 pub fn app(caller: &Caller, cv: &CompanyView, a: &App) -> Value {

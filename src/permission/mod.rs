@@ -62,6 +62,32 @@ pub enum Decision {
     IntegrationDisabled,
 }
 
+impl crate::code::Coded for Decision {
+    /// Only refusals have a code; `Allow` reaching here is a bug and answers `internal`.
+    fn code(&self) -> crate::code::Code {
+        use crate::code::Code;
+        match self {
+            Decision::NotFound => Code::NotFound,
+            Decision::Forbidden => Code::Forbidden,
+            Decision::Conflict(_) => Code::Conflict,
+            Decision::IntegrationDisabled => Code::IntegrationDisabled,
+            Decision::Allow => Code::Internal,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Decision::NotFound => "no such object".into(),
+            Decision::Forbidden => "your role does not allow this".into(),
+            Decision::Conflict(m) => (*m).to_owned(),
+            Decision::IntegrationDisabled => {
+                "this integration is turned off for the company".into()
+            }
+            Decision::Allow => "an internal error occurred; it has been logged".into(),
+        }
+    }
+}
+
 impl Decision {
     pub fn is_allow(self) -> bool {
         self == Decision::Allow

@@ -120,6 +120,24 @@ pub enum PolicyError {
     RenderMismatch,
 }
 
+impl crate::code::Coded for PolicyError {
+    fn code(&self) -> crate::code::Code {
+        use crate::code::Code;
+        match self {
+            PolicyError::TooLong { .. } | PolicyError::Parse(_) | PolicyError::RenderMismatch => {
+                Code::SqlParseError
+            }
+            PolicyError::StatementNotAllowed(_) => Code::StatementNotAllowed,
+            PolicyError::TableNotAllowed(_) => Code::TableNotAllowed,
+            PolicyError::FunctionNotAllowed(_) => Code::FunctionNotAllowed,
+        }
+    }
+
+    fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// The sqlparser dialect that reads SQL the way `kind`'s server does.
 pub fn dialect(kind: DatasourceKind) -> &'static dyn Dialect {
     static POSTGRES: PostgreSqlDialect = PostgreSqlDialect {};

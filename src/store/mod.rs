@@ -94,6 +94,17 @@ pub struct Datasource {
     pub spec: Arc<DatasourceSpec>,
 }
 
+impl Datasource {
+    /// Who may do what with it, for the permission engine.
+    pub fn acl(&self) -> crate::permission::Acl<'_> {
+        crate::permission::Acl {
+            owner_id: &self.owner_id,
+            visibility: self.visibility,
+            members: &self.members,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct App {
     pub id: AppId,
@@ -107,6 +118,17 @@ pub struct App {
     pub datasources: Vec<DatasourceId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl App {
+    /// Who may do what with it, for the permission engine.
+    pub fn acl(&self) -> crate::permission::Acl<'_> {
+        crate::permission::Acl {
+            owner_id: &self.owner_id,
+            visibility: self.visibility,
+            members: &self.members,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -283,6 +305,30 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store: {0}")]
     Internal(String),
+}
+
+impl crate::code::Coded for StoreError {
+    fn code(&self) -> crate::code::Code {
+        use crate::code::Code;
+        match self {
+            StoreError::Conflict(_) => Code::Conflict,
+            StoreError::NotFound => Code::NotFound,
+            StoreError::Unavailable(_) => Code::Unavailable,
+            StoreError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// What the store says is for the log; the client reads a fixed sentence.
+    fn message(&self) -> String {
+        match self {
+            StoreError::Conflict(m) => m.clone(),
+            StoreError::NotFound => "no such object".into(),
+            StoreError::Unavailable(_) => {
+                "the control-plane store is unavailable; retry shortly".into()
+            }
+            StoreError::Internal(_) => "an internal error occurred; it has been logged".into(),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
