@@ -259,184 +259,236 @@ impl Backend {
         if cv.company.is_none() {
             return Err(StoreError::NotFound);
         }
-        let mut st = c.prepare(
-            "SELECT id, kind, email, name, role, created_at FROM users WHERE company_id = ?1",
-        )?;
-        for u in st.query_map([id.as_str()], |r| {
-            Ok(User {
-                id: UserId(r.get(0)?),
-                company_id: id.clone(),
-                kind: parse_enum(&r.get::<_, String>(1)?)?,
-                email: r.get(2)?,
-                name: r.get(3)?,
-                role: parse_enum(&r.get::<_, String>(4)?)?,
-                created_at: parse_ts(&r.get::<_, String>(5)?)?,
-            })
-        })? {
-            let u = u?;
-            cv.users.insert(u.id.clone(), u);
-        }
-        let mut st = c.prepare(
-            "SELECT id, user_id, name, hash, created_at, expires_at FROM tokens WHERE company_id = ?1",
-        )?;
-        for t in st.query_map([id.as_str()], |r| {
-            let hash: Vec<u8> = r.get(3)?;
-            let expires: Option<String> = r.get(5)?;
-            Ok(Token {
-                id: TokenId(r.get(0)?),
-                user_id: UserId(r.get(1)?),
-                company_id: id.clone(),
-                name: r.get(2)?,
-                hash: hash.try_into().unwrap_or([0u8; 32]),
-                created_at: parse_ts(&r.get::<_, String>(4)?)?,
-                expires_at: expires.as_deref().map(parse_ts).transpose()?,
-            })
-        })? {
-            let t = t?;
-            cv.tokens.insert(t.id.clone(), t);
-        }
-        let mut st = c.prepare("SELECT id, name, created_at FROM groups WHERE company_id = ?1")?;
-        for g in st.query_map([id.as_str()], |r| {
-            Ok(Group {
-                id: GroupId(r.get(0)?),
-                company_id: id.clone(),
-                name: r.get(1)?,
-                members: Vec::new(),
-                created_at: parse_ts(&r.get::<_, String>(2)?)?,
-            })
-        })? {
-            let g = g?;
-            cv.groups.insert(g.id.clone(), g);
-        }
-        let mut st = c.prepare(
-            "SELECT gm.group_id, gm.user_id FROM group_members gm JOIN groups g ON g.id = gm.group_id
-             WHERE g.company_id = ?1 ORDER BY gm.user_id",
-        )?;
-        for row in st.query_map([id.as_str()], |r| {
-            Ok((GroupId(r.get(0)?), UserId(r.get(1)?)))
-        })? {
-            let (g, u) = row?;
-            if let Some(group) = cv.groups.get_mut(&g) {
-                group.members.push(u.clone());
-            }
-            cv.user_groups.entry(u).or_default().push(g);
-        }
-        // Members of apps and datasources.
-        let mut members: HashMap<String, Vec<(PrincipalId, ObjectRole)>> = HashMap::new();
-        let mut st = c.prepare(
-            "SELECT object_id, principal_id, principal_kind, role FROM members
-             WHERE company_id = ?1 ORDER BY principal_id",
-        )?;
-        for row in st.query_map([id.as_str()], |r| {
-            let pid: String = r.get(1)?;
-            let kind: String = r.get(2)?;
-            let principal = if kind == "group" {
-                PrincipalId::Group(GroupId(pid))
-            } else {
-                PrincipalId::User(UserId(pid))
-            };
-            Ok((
-                r.get::<_, String>(0)?,
-                principal,
-                parse_enum::<ObjectRole>(&r.get::<_, String>(3)?)?,
-            ))
-        })? {
-            let (obj, p, role) = row?;
-            members.entry(obj).or_default().push((p, role));
-        }
-        let mut st = c.prepare(
-            "SELECT id, name, description, kind, visibility, owner_id, connection, password_enc,
-                    policy, pool_max_size, generation, created_at, updated_at
-             FROM datasources WHERE company_id = ?1",
-        )?;
-        for d in st.query_map([id.as_str()], |r| {
-            let ds_id = DatasourceId(r.get(0)?);
-            let kind: DatasourceKind = parse_enum(&r.get::<_, String>(3)?)?;
-            let connection: ConnectionSettings =
-                serde_json::from_str(&r.get::<_, String>(6)?).map_err(json_err)?;
-            let password_enc: Option<Vec<u8>> = r.get(7)?;
-            let pool_max_size = r.get::<_, i64>(9)?.max(1) as usize;
-            let generation = r.get::<_, i64>(10)? as u64;
-            let spec = build_spec(
-                &ds_id,
-                kind,
-                &connection,
-                password_enc.as_deref(),
-                pool_max_size,
-                generation,
-                key,
-            );
-            Ok(Datasource {
-                members: members.get(ds_id.as_str()).cloned().unwrap_or_default(),
-                id: ds_id,
-                company_id: id.clone(),
-                name: r.get(1)?,
-                description: r.get(2)?,
-                kind,
-                visibility: parse_enum(&r.get::<_, String>(4)?)?,
-                owner_id: UserId(r.get(5)?),
-                connection,
-                password_enc,
-                policy: serde_json::from_str(&r.get::<_, String>(8)?).map_err(json_err)?,
-                pool_max_size,
-                generation,
-                created_at: parse_ts(&r.get::<_, String>(11)?)?,
-                updated_at: parse_ts(&r.get::<_, String>(12)?)?,
-                spec: Arc::new(spec),
-            })
-        })? {
-            let d = d?;
-            cv.datasources.insert(d.id.clone(), d);
-        }
-        let mut st = c.prepare(
-            "SELECT id, name, description, visibility, owner_id, created_at, updated_at
-             FROM apps WHERE company_id = ?1",
-        )?;
-        for a in st.query_map([id.as_str()], |r| {
-            let app_id = AppId(r.get(0)?);
-            Ok(App {
-                members: members.get(app_id.as_str()).cloned().unwrap_or_default(),
-                id: app_id,
-                company_id: id.clone(),
-                name: r.get(1)?,
-                description: r.get(2)?,
-                visibility: parse_enum(&r.get::<_, String>(3)?)?,
-                owner_id: UserId(r.get(4)?),
-                datasources: Vec::new(),
-                created_at: parse_ts(&r.get::<_, String>(5)?)?,
-                updated_at: parse_ts(&r.get::<_, String>(6)?)?,
-            })
-        })? {
-            let a = a?;
-            cv.apps.insert(a.id.clone(), a);
-        }
-        let mut st = c.prepare(
-            "SELECT ad.app_id, ad.datasource_id FROM app_datasources ad JOIN apps a ON a.id = ad.app_id
-             WHERE a.company_id = ?1 ORDER BY ad.seq",
-        )?;
-        for row in st.query_map([id.as_str()], |r| {
-            Ok((AppId(r.get(0)?), DatasourceId(r.get(1)?)))
-        })? {
-            let (a, d) = row?;
-            if let Some(app) = cv.apps.get_mut(&a) {
-                app.datasources.push(d);
-            }
-        }
-        let mut st = c.prepare(
-            "SELECT kind, enabled, creators_can_register FROM integrations WHERE company_id = ?1",
-        )?;
-        for i in st.query_map([id.as_str()], |r| {
-            Ok(Integration {
-                kind: parse_enum(&r.get::<_, String>(0)?)?,
-                enabled: r.get(1)?,
-                creators_can_register: r.get(2)?,
-            })
-        })? {
-            let i = i?;
-            cv.integrations.insert(i.kind, i);
-        }
+        load_people(c, id, &mut cv)?;
+        load_groups(c, id, &mut cv)?;
+        let members = load_members(c, id)?;
+        load_datasources(c, id, key, &members, &mut cv)?;
+        load_apps(c, id, &members, &mut cv)?;
+        load_integrations(c, id, &mut cv)?;
         Ok(cv)
     }
+}
+
+/// Roles on apps and datasources, by object id.
+type Members = HashMap<String, Vec<(PrincipalId, ObjectRole)>>;
+
+/// A company's users and their tokens.
+fn load_people(c: &Connection, id: &CompanyId, cv: &mut CompanyView) -> Result<(), StoreError> {
+    let mut st = c.prepare(
+        "SELECT id, kind, email, name, role, created_at FROM users WHERE company_id = ?1",
+    )?;
+    for u in st.query_map([id.as_str()], |r| {
+        Ok(User {
+            id: UserId(r.get(0)?),
+            company_id: id.clone(),
+            kind: parse_enum(&r.get::<_, String>(1)?)?,
+            email: r.get(2)?,
+            name: r.get(3)?,
+            role: parse_enum(&r.get::<_, String>(4)?)?,
+            created_at: parse_ts(&r.get::<_, String>(5)?)?,
+        })
+    })? {
+        let u = u?;
+        cv.users.insert(u.id.clone(), u);
+    }
+    let mut st = c.prepare(
+        "SELECT id, user_id, name, hash, created_at, expires_at FROM tokens WHERE company_id = ?1",
+    )?;
+    for t in st.query_map([id.as_str()], |r| {
+        let hash: Vec<u8> = r.get(3)?;
+        let expires: Option<String> = r.get(5)?;
+        Ok(Token {
+            id: TokenId(r.get(0)?),
+            user_id: UserId(r.get(1)?),
+            company_id: id.clone(),
+            name: r.get(2)?,
+            hash: hash.try_into().unwrap_or([0u8; 32]),
+            created_at: parse_ts(&r.get::<_, String>(4)?)?,
+            expires_at: expires.as_deref().map(parse_ts).transpose()?,
+        })
+    })? {
+        let t = t?;
+        cv.tokens.insert(t.id.clone(), t);
+    }
+    Ok(())
+}
+
+/// Groups and who is in them.
+fn load_groups(c: &Connection, id: &CompanyId, cv: &mut CompanyView) -> Result<(), StoreError> {
+    let mut st = c.prepare("SELECT id, name, created_at FROM groups WHERE company_id = ?1")?;
+    for g in st.query_map([id.as_str()], |r| {
+        Ok(Group {
+            id: GroupId(r.get(0)?),
+            company_id: id.clone(),
+            name: r.get(1)?,
+            members: Vec::new(),
+            created_at: parse_ts(&r.get::<_, String>(2)?)?,
+        })
+    })? {
+        let g = g?;
+        cv.groups.insert(g.id.clone(), g);
+    }
+    let mut st = c.prepare(
+        "SELECT gm.group_id, gm.user_id FROM group_members gm JOIN groups g ON g.id = gm.group_id
+         WHERE g.company_id = ?1 ORDER BY gm.user_id",
+    )?;
+    for row in st.query_map([id.as_str()], |r| {
+        Ok((GroupId(r.get(0)?), UserId(r.get(1)?)))
+    })? {
+        let (g, u) = row?;
+        if let Some(group) = cv.groups.get_mut(&g) {
+            group.members.push(u.clone());
+        }
+        cv.user_groups.entry(u).or_default().push(g);
+    }
+    Ok(())
+}
+
+fn load_members(c: &Connection, id: &CompanyId) -> Result<Members, StoreError> {
+    // Members of apps and datasources.
+    let mut members = Members::new();
+    let mut st = c.prepare(
+        "SELECT object_id, principal_id, principal_kind, role FROM members
+         WHERE company_id = ?1 ORDER BY principal_id",
+    )?;
+    for row in st.query_map([id.as_str()], |r| {
+        let pid: String = r.get(1)?;
+        let kind: String = r.get(2)?;
+        let principal = if kind == "group" {
+            PrincipalId::Group(GroupId(pid))
+        } else {
+            PrincipalId::User(UserId(pid))
+        };
+        Ok((
+            r.get::<_, String>(0)?,
+            principal,
+            parse_enum::<ObjectRole>(&r.get::<_, String>(3)?)?,
+        ))
+    })? {
+        let (obj, p, role) = row?;
+        members.entry(obj).or_default().push((p, role));
+    }
+    Ok(members)
+}
+
+/// Datasources with their members, each with its connection spec (password decrypted once).
+fn load_datasources(
+    c: &Connection,
+    id: &CompanyId,
+    key: &MasterKey,
+    members: &Members,
+    cv: &mut CompanyView,
+) -> Result<(), StoreError> {
+    let mut st = c.prepare(
+        "SELECT id, name, description, kind, visibility, owner_id, connection, password_enc,
+                policy, pool_max_size, generation, created_at, updated_at
+         FROM datasources WHERE company_id = ?1",
+    )?;
+    for d in st.query_map([id.as_str()], |r| {
+        let ds_id = DatasourceId(r.get(0)?);
+        let kind: DatasourceKind = parse_enum(&r.get::<_, String>(3)?)?;
+        let connection: ConnectionSettings =
+            serde_json::from_str(&r.get::<_, String>(6)?).map_err(json_err)?;
+        let password_enc: Option<Vec<u8>> = r.get(7)?;
+        let pool_max_size = r.get::<_, i64>(9)?.max(1) as usize;
+        let generation = r.get::<_, i64>(10)? as u64;
+        let spec = build_spec(
+            &ds_id,
+            kind,
+            &connection,
+            password_enc.as_deref(),
+            pool_max_size,
+            generation,
+            key,
+        );
+        Ok(Datasource {
+            members: members.get(ds_id.as_str()).cloned().unwrap_or_default(),
+            id: ds_id,
+            company_id: id.clone(),
+            name: r.get(1)?,
+            description: r.get(2)?,
+            kind,
+            visibility: parse_enum(&r.get::<_, String>(4)?)?,
+            owner_id: UserId(r.get(5)?),
+            connection,
+            password_enc,
+            policy: serde_json::from_str(&r.get::<_, String>(8)?).map_err(json_err)?,
+            pool_max_size,
+            generation,
+            created_at: parse_ts(&r.get::<_, String>(11)?)?,
+            updated_at: parse_ts(&r.get::<_, String>(12)?)?,
+            spec: Arc::new(spec),
+        })
+    })? {
+        let d = d?;
+        cv.datasources.insert(d.id.clone(), d);
+    }
+    Ok(())
+}
+
+/// Apps with their members and attached datasources in attachment order.
+fn load_apps(
+    c: &Connection,
+    id: &CompanyId,
+    members: &Members,
+    cv: &mut CompanyView,
+) -> Result<(), StoreError> {
+    let mut st = c.prepare(
+        "SELECT id, name, description, visibility, owner_id, created_at, updated_at
+         FROM apps WHERE company_id = ?1",
+    )?;
+    for a in st.query_map([id.as_str()], |r| {
+        let app_id = AppId(r.get(0)?);
+        Ok(App {
+            members: members.get(app_id.as_str()).cloned().unwrap_or_default(),
+            id: app_id,
+            company_id: id.clone(),
+            name: r.get(1)?,
+            description: r.get(2)?,
+            visibility: parse_enum(&r.get::<_, String>(3)?)?,
+            owner_id: UserId(r.get(4)?),
+            datasources: Vec::new(),
+            created_at: parse_ts(&r.get::<_, String>(5)?)?,
+            updated_at: parse_ts(&r.get::<_, String>(6)?)?,
+        })
+    })? {
+        let a = a?;
+        cv.apps.insert(a.id.clone(), a);
+    }
+    let mut st = c.prepare(
+        "SELECT ad.app_id, ad.datasource_id FROM app_datasources ad JOIN apps a ON a.id = ad.app_id
+         WHERE a.company_id = ?1 ORDER BY ad.seq",
+    )?;
+    for row in st.query_map([id.as_str()], |r| {
+        Ok((AppId(r.get(0)?), DatasourceId(r.get(1)?)))
+    })? {
+        let (a, d) = row?;
+        if let Some(app) = cv.apps.get_mut(&a) {
+            app.datasources.push(d);
+        }
+    }
+    Ok(())
+}
+
+fn load_integrations(
+    c: &Connection,
+    id: &CompanyId,
+    cv: &mut CompanyView,
+) -> Result<(), StoreError> {
+    let mut st = c.prepare(
+        "SELECT kind, enabled, creators_can_register FROM integrations WHERE company_id = ?1",
+    )?;
+    for i in st.query_map([id.as_str()], |r| {
+        Ok(Integration {
+            kind: parse_enum(&r.get::<_, String>(0)?)?,
+            enabled: r.get(1)?,
+            creators_can_register: r.get(2)?,
+        })
+    })? {
+        let i = i?;
+        cv.integrations.insert(i.kind, i);
+    }
+    Ok(())
 }
 
 /// Rules that must hold after every change set, checked inside the transaction so that two
@@ -479,6 +531,32 @@ fn apply_one(
 ) -> Result<(), StoreError> {
     let co = company.as_str();
     match change {
+        Change::CreateCompany(_) | Change::UpdateCompany(_) | Change::SetIntegration(_) => {
+            apply_company(tx, co, change)
+        }
+        Change::CreateUser(_)
+        | Change::SetUserRole { .. }
+        | Change::DeleteUser { .. }
+        | Change::CreateToken(_)
+        | Change::RevokeToken { .. }
+        | Change::CreateGroup(_)
+        | Change::DeleteGroup { .. }
+        | Change::AddGroupMember { .. }
+        | Change::RemoveGroupMember { .. } => apply_people(tx, co, change),
+        Change::PutDatasource { .. }
+        | Change::FillDefaultSchema { .. }
+        | Change::DeleteDatasource { .. }
+        | Change::PutApp { .. }
+        | Change::DeleteApp { .. }
+        | Change::Attach { .. }
+        | Change::Detach { .. } => apply_objects(tx, co, change),
+        Change::SetMember { .. } | Change::RemoveMember { .. } => apply_sharing(tx, co, change),
+    }
+}
+
+/// The company row and its integrations.
+fn apply_company(tx: &Transaction<'_>, co: &str, change: &Change) -> Result<(), StoreError> {
+    match change {
         Change::CreateCompany(c) => {
             tx.execute(
                 "INSERT INTO companies (id, name, redact_private_audit, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -489,6 +567,24 @@ fn apply_one(
             "UPDATE companies SET name = ?2, redact_private_audit = ?3 WHERE id = ?1",
             params![c.id.as_str(), c.name, c.redact_private_audit],
         )?)?,
+        Change::SetIntegration(i) => {
+            tx.execute(
+                "INSERT INTO integrations (company_id, kind, enabled, creators_can_register)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (company_id, kind) DO UPDATE
+                 SET enabled = excluded.enabled, creators_can_register = excluded.creators_can_register",
+                params![co, i.kind.as_str(), i.enabled, i.creators_can_register],
+            )?;
+        }
+        // The other areas' changes: `apply_one` sends each to its own function.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Users, their tokens, groups and group membership.
+fn apply_people(tx: &Transaction<'_>, co: &str, change: &Change) -> Result<(), StoreError> {
+    match change {
         Change::CreateUser(u) => {
             tx.execute(
                 "INSERT INTO users (id, company_id, kind, email, name, role, created_at)
@@ -576,6 +672,15 @@ fn apply_one(
                 params![group_id.as_str(), user_id.as_str()],
             )?;
         }
+        // The other areas' changes: `apply_one` sends each to its own function.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Datasources, apps and which datasources an app has.
+fn apply_objects(tx: &Transaction<'_>, co: &str, change: &Change) -> Result<(), StoreError> {
+    match change {
         Change::PutDatasource { ds, is_new } => {
             let conn = serde_json::to_string(&ds.connection)
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -702,6 +807,15 @@ fn apply_one(
                 params![app_id.as_str(), datasource_id.as_str()],
             )?;
         }
+        // The other areas' changes: `apply_one` sends each to its own function.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Roles on apps and datasources.
+fn apply_sharing(tx: &Transaction<'_>, co: &str, change: &Change) -> Result<(), StoreError> {
+    match change {
         Change::SetMember {
             object_id,
             principal,
@@ -729,15 +843,8 @@ fn apply_one(
                 params![object_id, principal.as_str()],
             )?;
         }
-        Change::SetIntegration(i) => {
-            tx.execute(
-                "INSERT INTO integrations (company_id, kind, enabled, creators_can_register)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (company_id, kind) DO UPDATE
-                 SET enabled = excluded.enabled, creators_can_register = excluded.creators_can_register",
-                params![co, i.kind.as_str(), i.enabled, i.creators_can_register],
-            )?;
-        }
+        // The other areas' changes: `apply_one` sends each to its own function.
+        _ => {}
     }
     Ok(())
 }
