@@ -8,9 +8,6 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use sluice::app::Application;
-use sluice::config::Config;
-
 /// API.md's route list (method, path), kept by hand on purpose: the document must match the
 /// contract, not whatever the code happens to register.
 const API_MD_ROUTES: &[(&str, &str)] = &[
@@ -79,17 +76,11 @@ fn base_url() -> &'static str {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async move {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let config = Config {
-                    listen: "127.0.0.1:0".parse().expect("addr"),
-                    data_dir: dir.path().to_path_buf(),
-                    ..Config::default()
-                };
-                let app = Application::build(config).await.expect("build app");
-                let addr = app.local_addr().expect("addr");
-                tx.send(format!("http://{addr}")).expect("send addr");
-                app.run(std::future::pending()).await.expect("serve");
-                drop(dir);
+                let server = support::server::Server::start(&[], |_| {}).await;
+                tx.send(server.base.clone()).expect("send addr");
+                // Serves until the test process ends.
+                std::future::pending::<()>().await;
+                drop(server);
             });
         });
         rx.recv().expect("server address")

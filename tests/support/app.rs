@@ -5,18 +5,19 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sluice::app::Application;
 use sluice::config::Config;
+
+use super::server::Server;
 
 /// One running server and the companies created before it started.
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub data_dir: tempfile::TempDir,
     /// The owner token of each company, in the order of the names given to `spawn_app_with`.
     pub owners: Vec<String>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     counter: AtomicUsize,
+    /// Stops the server when the app is dropped.
+    _server: Server,
 }
 
 /// An answer: status, parsed body (`Null` when empty or not JSON) and raw text.
@@ -77,43 +78,23 @@ pub async fn spawn_app() -> TestApp {
 /// A server with the given companies (created through the CLI function before the server starts,
 /// so no wait for the store poll) and a configuration adjusted by `tweak`.
 pub async fn spawn_app_with(companies: &[&str], tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config {
-        data_dir: data_dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    std::fs::create_dir_all(data_dir.path().join("sqlite")).expect("sqlite root");
-    let owners = companies
+    let emails: Vec<String> = companies
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            sluice::cli::create_company(&config, name, &format!("owner{i}@{name}.example"))
-                .expect("create company")
-        })
+        .map(|(i, name)| format!("owner{i}@{name}.example"))
         .collect();
-    let app = Application::build(config).await.expect("build");
-    let addr = app.local_addr().expect("local addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run(async {
-        let _ = rx.await;
-    }));
+    let companies: Vec<(&str, &str)> = companies
+        .iter()
+        .zip(&emails)
+        .map(|(n, e)| (*n, e.as_str()))
+        .collect();
+    let server = Server::start(&companies, tweak).await;
     TestApp {
-        base: format!("http://{addr}"),
+        base: server.base.clone(),
         client: reqwest::Client::new(),
-        data_dir,
-        owners,
-        shutdown: Some(tx),
+        owners: server.owners.clone(),
         counter: AtomicUsize::new(0),
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        _server: server,
     }
 }
 
@@ -221,8 +202,8 @@ impl TestApp {
     /// A real SQLite file under the allowed root, with one small table; returns its path.
     pub fn sqlite_file(&self) -> String {
         let path = self
+            ._server
             .data_dir
-            .path()
             .join("sqlite")
             .join(format!("{}.db", self.unique("db")));
         let conn = rusqlite::Connection::open(&path).expect("sqlite open");

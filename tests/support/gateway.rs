@@ -5,12 +5,12 @@
 //! with per-test service accounts.
 
 use serde_json::{Value, json};
-use sluice::app::Application;
 use sluice::config::Config;
 use sluice::fixtures::{self, AcmeAccounts};
 use std::path::PathBuf;
 
 use super::db::{MysqlTestDb, PgTestDb, mysql_admin_url, pg_admin_url};
+use super::server::Server;
 
 pub struct Gateway {
     pub base: String,
@@ -18,9 +18,7 @@ pub struct Gateway {
     /// The company owner's token, from `sluice::cli::create_company`.
     pub owner: String,
     pub data_dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
+    server: Server,
 }
 
 impl Gateway {
@@ -29,37 +27,23 @@ impl Gateway {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts a gateway after `tweak` adjusted the configuration.
+    /// Starts a gateway, allowed to reach the local databases, after `tweak` adjusted the
+    /// configuration.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Gateway {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = dir.path().join("data");
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: data_dir.clone(),
-            allow_networks: vec![
+        let server = Server::start(&[("Acme", "owner@acme.example")], |config| {
+            config.allow_networks = vec![
                 "127.0.0.0/8".parse().expect("net"),
                 "::1/128".parse().expect("net"),
-            ],
-            ..Config::default()
-        };
-        tweak(&mut config);
-        let owner = sluice::cli::create_company(&config, "Acme", "owner@acme.example")
-            .expect("create company");
-        std::fs::create_dir_all(data_dir.join("sqlite")).expect("sqlite root");
-        let app = Application::build(config).await.expect("build gateway");
-        let addr = app.local_addr().expect("local addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(async move {
-            let _ = rx.await;
-        }));
+            ];
+            tweak(config);
+        })
+        .await;
         Gateway {
-            base: format!("http://{addr}"),
+            base: server.base.clone(),
             http: reqwest::Client::new(),
-            owner,
-            data_dir,
-            stop: Some(tx),
-            task: Some(task),
-            _dir: dir,
+            owner: server.owners[0].clone(),
+            data_dir: server.data_dir.clone(),
+            server,
         }
     }
 
@@ -69,13 +53,8 @@ impl Gateway {
     }
 
     /// Stops the server gracefully and checks it ended without error.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server run");
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 
     pub fn request(&self, token: &str, method: &str, path: &str) -> reqwest::RequestBuilder {
@@ -219,14 +198,6 @@ impl Gateway {
             .expect("metrics");
         assert_eq!(res.status().as_u16(), 200);
         res.text().await.expect("metrics body")
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

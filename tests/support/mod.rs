@@ -4,4 +4,5 @@
 pub mod app;
 pub mod db;
 pub mod gateway;
+pub mod server;
 pub mod throwaway;
