@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::error::{ApiError, require};
 use super::extract::{Json, OptionalJson};
 use super::openapi as doc;
-use super::sharing::{self, MemberBody, Shared, TransferBody};
+use super::sharing::{self, Kind, MemberBody, TransferBody};
 use super::views::{self, app_acl, ds_acl, find_app, find_ds, valid_name};
 use super::{AppState, change_record};
 use crate::identity::Caller;
@@ -307,8 +307,7 @@ async fn list_members(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let app = guard(&caller, &id, AppAction::View)?;
-    Ok(axum::Json(views::members(&app.members)))
+    sharing::list_members_route(&caller, Kind::App, &id)
 }
 
 #[utoipa::path(put, path = "/v1/apps/{id}/members/{principal_id}", tag = "apps",
@@ -324,11 +323,7 @@ async fn set_member(
     Path((id, principal_id)): Path<(String, String)>,
     Json(body): Json<MemberBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let app = guard(&caller, &id, AppAction::Share)?;
-    let cv =
-        sharing::set_member(&state, &caller, Shared::App(app), principal_id, body.role).await?;
-    let app = find_app(&cv, &id)?;
-    Ok(axum::Json(views::members(&app.members)))
+    sharing::set_member_route(&state, &caller, Kind::App, &id, principal_id, body.role).await
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{id}/members/{principal_id}", tag = "apps",
@@ -339,9 +334,7 @@ async fn remove_member(
     caller: Caller,
     Path((id, principal_id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let app = guard(&caller, &id, AppAction::Share)?;
-    sharing::remove_member(&state, &caller, Shared::App(app), principal_id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    sharing::remove_member_route(&state, &caller, Kind::App, &id, principal_id).await
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -440,8 +433,5 @@ async fn transfer(
     Path(id): Path<String>,
     Json(body): Json<TransferBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let app = guard(&caller, &id, AppAction::Transfer)?;
-    let cv = sharing::transfer(&state, &caller, Shared::App(app), &body.user_id).await?;
-    let app = find_app(&cv, &id)?;
-    Ok(axum::Json(views::app(&caller, &cv, app)))
+    sharing::transfer_route(&state, &caller, Kind::App, &id, &body.user_id).await
 }

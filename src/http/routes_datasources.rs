@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::error::{ApiError, require};
 use super::extract::Json;
 use super::openapi as doc;
-use super::sharing::{self, MemberBody, Shared, TransferBody};
+use super::sharing::{self, Kind, MemberBody, TransferBody};
 use super::views::{self, ds_acl, find_ds, valid_name};
 use super::{AppState, change_record};
 use crate::identity::Caller;
@@ -504,8 +504,7 @@ async fn list_members(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ds = guard(&caller, &id, DatasourceAction::View)?;
-    Ok(axum::Json(views::members(&ds.members)))
+    sharing::list_members_route(&caller, Kind::Datasource, &id)
 }
 
 #[utoipa::path(put, path = "/v1/datasources/{id}/members/{principal_id}", tag = "datasources",
@@ -521,17 +520,15 @@ async fn set_member(
     Path((id, principal_id)): Path<(String, String)>,
     Json(body): Json<MemberBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ds = guard(&caller, &id, DatasourceAction::Share)?;
-    let cv = sharing::set_member(
+    sharing::set_member_route(
         &state,
         &caller,
-        Shared::Datasource(ds),
+        Kind::Datasource,
+        &id,
         principal_id,
         body.role,
     )
-    .await?;
-    let ds = find_ds(&cv, &id)?;
-    Ok(axum::Json(views::members(&ds.members)))
+    .await
 }
 
 #[utoipa::path(delete, path = "/v1/datasources/{id}/members/{principal_id}", tag = "datasources",
@@ -542,9 +539,7 @@ async fn remove_member(
     caller: Caller,
     Path((id, principal_id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ds = guard(&caller, &id, DatasourceAction::Share)?;
-    sharing::remove_member(&state, &caller, Shared::Datasource(ds), principal_id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    sharing::remove_member_route(&state, &caller, Kind::Datasource, &id, principal_id).await
 }
 
 #[utoipa::path(post, path = "/v1/datasources/{id}/transfer", tag = "datasources", request_body = TransferBody,
@@ -559,10 +554,7 @@ async fn transfer(
     Path(id): Path<String>,
     Json(body): Json<TransferBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ds = guard(&caller, &id, DatasourceAction::Transfer)?;
-    let cv = sharing::transfer(&state, &caller, Shared::Datasource(ds), &body.user_id).await?;
-    let ds = find_ds(&cv, &id)?;
-    Ok(axum::Json(views::datasource(&caller, &cv, ds)))
+    sharing::transfer_route(&state, &caller, Kind::Datasource, &id, &body.user_id).await
 }
 
 #[utoipa::path(post, path = "/v1/datasources/{id}/check", tag = "datasources", params(("id" = String, Path, description = "Datasource id")),
@@ -631,17 +623,7 @@ async fn schema(
     if !caller.company.integration(ds.kind).enabled {
         return Err(permission::Decision::IntegrationDisabled.into());
     }
-    let tables = state.registry.schema(&ds.spec).await?;
-    let catalog = state.registry.catalog(&ds.spec).await?;
-    let target = crate::policy::Target {
-        kind: ds.kind,
-        default_schema: crate::policy::default_schema(ds.kind, &ds.policy, &catalog.known.catalog),
-        max_sql_bytes: state.config.limits.max_sql_bytes,
-        catalog: &catalog.known.catalog,
-    };
-    let tables: Vec<_> = tables
-        .into_iter()
-        .filter(|t| crate::policy::table_visible(&t.schema, &t.name, &target, &ds.policy))
-        .collect();
+    // The same listing the MCP tools give an app's users (`QueryService::visible_tables`).
+    let tables = state.query.visible_tables(ds).await?;
     Ok(axum::Json(json!({ "tables": tables })))
 }

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
-use super::error::ApiError;
-use super::views::{find_principal, find_user};
+use super::error::{ApiError, require};
+use super::views::{self, find_app, find_ds, find_principal, find_user};
 use super::{AppState, change_record};
 use crate::audit::AuditRecord;
 use crate::identity::Caller;
@@ -28,6 +28,115 @@ pub(super) struct MemberBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct TransferBody {
     pub user_id: String,
+}
+
+/// Which kind of object a member or transfer route serves.
+#[derive(Clone, Copy)]
+pub(super) enum Kind {
+    App,
+    Datasource,
+}
+
+/// What a member or transfer route does with the object, each needing its own right.
+#[derive(Clone, Copy)]
+enum Step {
+    View,
+    Share,
+    Transfer,
+}
+
+/// The object (404 when the caller may not even view it), once the caller's right to `step` on
+/// it is checked.
+fn guarded<'a>(
+    caller: &'a Caller,
+    kind: Kind,
+    id: &str,
+    step: Step,
+) -> Result<Shared<'a>, ApiError> {
+    let p = caller.principal();
+    match kind {
+        Kind::App => {
+            let app = find_app(&caller.company, id)?;
+            let action = match step {
+                Step::View => permission::AppAction::View,
+                Step::Share => permission::AppAction::Share,
+                Step::Transfer => permission::AppAction::Transfer,
+            };
+            require(permission::app(&p, &app.acl(), action))?;
+            Ok(Shared::App(app))
+        }
+        Kind::Datasource => {
+            let ds = find_ds(&caller.company, id)?;
+            let action = match step {
+                Step::View => permission::DatasourceAction::View,
+                Step::Share => permission::DatasourceAction::Share,
+                Step::Transfer => permission::DatasourceAction::Transfer,
+            };
+            require(permission::datasource(&p, &ds.acl(), action))?;
+            Ok(Shared::Datasource(ds))
+        }
+    }
+}
+
+/// The object's direct grants as the member routes answer them.
+fn members_of(cv: &CompanyView, kind: Kind, id: &str) -> Result<serde_json::Value, ApiError> {
+    Ok(match kind {
+        Kind::App => views::members(&find_app(cv, id)?.members),
+        Kind::Datasource => views::members(&find_ds(cv, id)?.members),
+    })
+}
+
+/// `GET …/{id}/members`.
+pub(super) fn list_members_route(
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    guarded(caller, kind, id, Step::View)?;
+    Ok(axum::Json(members_of(&caller.company, kind, id)?))
+}
+
+/// `PUT …/{id}/members/{principal_id}`: the members after the grant.
+pub(super) async fn set_member_route(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    principal_id: String,
+    role: ObjectRole,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let object = guarded(caller, kind, id, Step::Share)?;
+    let cv = set_member(state, caller, object, principal_id, role).await?;
+    Ok(axum::Json(members_of(&cv, kind, id)?))
+}
+
+/// `DELETE …/{id}/members/{principal_id}`.
+pub(super) async fn remove_member_route(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    principal_id: String,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let object = guarded(caller, kind, id, Step::Share)?;
+    remove_member(state, caller, object, principal_id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `POST …/{id}/transfer`: the object with its new owner.
+pub(super) async fn transfer_route(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    user_id: &str,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let object = guarded(caller, kind, id, Step::Transfer)?;
+    let cv = transfer(state, caller, object, user_id).await?;
+    Ok(axum::Json(match kind {
+        Kind::App => views::app(caller, &cv, find_app(&cv, id)?),
+        Kind::Datasource => views::datasource(caller, &cv, find_ds(&cv, id)?),
+    }))
 }
 
 /// One of the two kinds of shared object.
