@@ -5,6 +5,7 @@
 //! own guard (read-only transactions, server-side timeouts), bounded pools and cancellation.
 
 mod drive;
+pub mod driver;
 pub mod mysql;
 pub mod net;
 pub mod postgres;

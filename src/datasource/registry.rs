@@ -12,79 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::policy::Catalog;
 use crate::policy::catalog::Known;
 
+use super::driver::{self, Driver};
 use super::{
     DatasourceSpec, ExecError, Execute, Execution, PoolStats, RegistrySettings, ServerInfo,
     TableInfo,
 };
-use super::{mysql::MysqlPool, postgres::PgPool, sqlite::SqlitePool};
-use crate::model::{DatasourceId, DatasourceKind};
-
-enum Pool {
-    Postgres(PgPool),
-    Mysql(MysqlPool),
-    Sqlite(SqlitePool),
-}
-
-impl Pool {
-    async fn open(spec: &DatasourceSpec, settings: &RegistrySettings) -> Result<Pool, ExecError> {
-        Ok(match spec.kind {
-            DatasourceKind::Postgres => Pool::Postgres(PgPool::open(spec, settings).await?),
-            DatasourceKind::Mysql => Pool::Mysql(MysqlPool::open(spec, settings).await?),
-            DatasourceKind::Sqlite => Pool::Sqlite(SqlitePool::open(spec, settings).await?),
-        })
-    }
-
-    async fn execute(&self, req: Execute) -> Result<Execution, ExecError> {
-        match self {
-            Pool::Postgres(p) => p.execute(req).await,
-            Pool::Mysql(p) => p.execute(req).await,
-            Pool::Sqlite(p) => p.execute(req).await,
-        }
-    }
-
-    async fn check(&self) -> Result<ServerInfo, ExecError> {
-        match self {
-            Pool::Postgres(p) => p.check().await,
-            Pool::Mysql(p) => p.check().await,
-            Pool::Sqlite(p) => p.check().await,
-        }
-    }
-
-    async fn schema(&self) -> Result<Vec<TableInfo>, ExecError> {
-        match self {
-            Pool::Postgres(p) => p.schema().await,
-            Pool::Mysql(p) => p.schema().await,
-            Pool::Sqlite(p) => p.schema().await,
-        }
-    }
-
-    fn stats(&self) -> PoolStats {
-        match self {
-            Pool::Postgres(p) => p.stats(),
-            Pool::Mysql(p) => p.stats(),
-            Pool::Sqlite(p) => p.stats(),
-        }
-    }
-
-    fn close(&self) {
-        match self {
-            Pool::Postgres(p) => p.close(),
-            Pool::Mysql(p) => p.close(),
-            Pool::Sqlite(p) => p.close(),
-        }
-    }
-
-    async fn introspect(&self) -> Result<Catalog, ExecError> {
-        match self {
-            Pool::Postgres(p) => p.introspect().await,
-            Pool::Mysql(p) => p.introspect().await,
-            Pool::Sqlite(p) => p.introspect().await,
-        }
-    }
-}
+use crate::model::DatasourceId;
 
 /// A catalogue as read at one moment.
 #[derive(Debug)]
@@ -96,7 +31,7 @@ pub struct CatalogRead {
 
 /// A pool and what is known of its server.
 struct Open {
-    pool: Pool,
+    pool: Arc<dyn Driver>,
     catalog: arc_swap::ArcSwapOption<CatalogRead>,
     /// Set after a statement failed on a missing object: read the catalogue before the next use.
     stale: AtomicBool,
@@ -157,7 +92,7 @@ impl Registry {
         if let Some(p) = self.cached(spec) {
             return Ok(p);
         }
-        let opened = Pool::open(spec, &self.settings).await;
+        let opened = driver::open(spec, &self.settings).await;
         if let Ok(mut m) = self.opening.lock() {
             m.remove(&spec.id);
         }
