@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use serde_json::Value;
 use tokio_postgres::types::{Format, IsNull, Kind, ToSql, Type};
 
-use super::types::type_name;
+use super::values::type_name;
 use crate::datasource::ExecError;
 
 /// One bound parameter in text format; `None` is SQL NULL.

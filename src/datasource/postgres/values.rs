@@ -8,6 +8,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tokio_postgres::types::{FromSql, Kind, Type};
 
+use bytes::Bytes;
+use tokio_postgres::Statement;
+
+use crate::datasource::ExecError;
 use crate::encode::RowWriter;
 
 /// How one column's values are decoded; chosen once per statement from the column type.
@@ -608,6 +612,52 @@ fn inet_to_string(raw: &[u8], cidr: bool) -> Result<String, Malformed> {
     } else {
         addr
     })
+}
+
+/// One decoder per result column, or `UnsupportedType` naming the first column the gateway
+/// cannot encode.
+pub(super) fn column_decoders(stmt: &Statement) -> Result<Vec<Decoder>, ExecError> {
+    stmt.columns()
+        .iter()
+        .map(|c| {
+            Decoder::for_type(c.type_()).ok_or_else(|| {
+                ExecError::UnsupportedType(format!(
+                    "column {:?} has type {}, which the gateway cannot encode; cast it to text \
+                     (e.g. {}::text)",
+                    c.name(),
+                    type_name(c.type_()),
+                    c.name()
+                ))
+            })
+        })
+        .collect()
+}
+
+pub(super) fn encode_row(
+    row: &tokio_postgres::Row,
+    stmt: &Statement,
+    decoders: &[Decoder],
+) -> Result<Bytes, ExecError> {
+    let mut w = RowWriter::with_capacity(16 + row.raw_size_bytes() * 2);
+    for (i, dec) in decoders.iter().enumerate() {
+        let raw = row
+            .try_get::<_, Option<RawCell<'_>>>(i)
+            .map_err(|_| undecodable(stmt, i))?;
+        write_cell(&mut w, dec, raw.map(|r| r.0)).map_err(|_| undecodable(stmt, i))?;
+    }
+    Ok(w.finish())
+}
+
+pub(super) fn undecodable(stmt: &Statement, i: usize) -> ExecError {
+    let (name, ty) = stmt
+        .columns()
+        .get(i)
+        .map(|c| (c.name().to_owned(), type_name(c.type_())))
+        .unwrap_or_default();
+    ExecError::UnsupportedType(format!(
+        "column {name:?} of type {ty} held a value the gateway could not decode; cast it to text \
+         (e.g. {name}::text)"
+    ))
 }
 
 #[cfg(test)]

@@ -1,0 +1,331 @@
+//! PostgreSQL driver: a bounded pool of service-account connections to the checked address, and
+//! the execution of one policy-checked statement, with server-side timeouts, a client-side
+//! deadline that cancels on the server, and the database's own read-only guard.
+//!
+//! Before every statement, whatever the previous one on the connection did, the prepared setup
+//! statement pins what the SQL policy's model of the server depends on: the `search_path`
+//! (`pg_catalog`, the trusted extensions' schemas, `pg_temp`: no user schema), the role the
+//! connection logged in with, `standard_conforming_strings`, the timeouts, and whether the
+//! transactions that follow start read-only. It is never skipped: a function can change any of
+//! these for the session, and the next request must not inherit that.
+//!
+//! Two ways to run a statement:
+//! * a query on a read-only datasource (the common case) takes one round trip: the setup and the
+//!   query go out together, each in its own implicit transaction, so the query's transaction
+//!   starts read-only. Rows stream as the server sends them; stopping early (row or byte cap)
+//!   cancels the statement on the server and reads what is left, so the connection stays usable.
+//! * anything else runs in an explicit transaction (`START TRANSACTION READ ONLY` or `READ
+//!   WRITE`) with rows fetched through a portal in batches, and ends with COMMIT or ROLLBACK.
+//!
+//! The socket is read through [`bounded::Bounded`]: no single message (one row, in practice)
+//! larger than the result cap is ever buffered, and a connection that buffered a large one is
+//! discarded rather than kept with that memory.
+
+mod bounded;
+mod catalog;
+mod errors;
+mod params;
+mod session;
+mod statement;
+mod values;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deadpool::managed::{
+    self, Metrics, Object, Pool, PoolError, RecycleError, TimeoutType, Timeouts,
+};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
+
+use bounded::{Bounded, Watch};
+
+use super::drive::{self, Abandoned, Ends, Head};
+use super::{
+    Column, ColumnInfo, Connection, DatasourceSpec, ExecError, Execute, Execution, PoolStats,
+    RegistrySettings, Secret, ServerInfo, TableInfo, net, scrub,
+};
+use values::Decoder;
+
+use errors::*;
+use session::*;
+use statement::*;
+use values::*;
+
+/// Encoded rows buffered between the statement (`run`) and the HTTP response.
+const ROW_CHANNEL: usize = 64;
+
+/// Upper bound on the catalog query behind `schema()`.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A pool of connections to one PostgreSQL datasource.
+pub struct PgPool {
+    pool: Pool<PgManager>,
+    password: Secret,
+    max_result_bytes: u64,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgPool {
+    /// Pool figures only: the target (and its password) are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgPool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl PgPool {
+    /// Builds the pool; connections are opened lazily. Never logs or prints the password.
+    pub async fn open(
+        spec: &DatasourceSpec,
+        settings: &RegistrySettings,
+    ) -> Result<Self, ExecError> {
+        let Connection::Network {
+            host,
+            port,
+            database,
+            user,
+            password,
+            options,
+        } = &spec.connection
+        else {
+            return Err(ExecError::Unavailable(
+                "a PostgreSQL datasource needs a network connection".into(),
+            ));
+        };
+        let target = Target {
+            host: host.clone(),
+            port: *port,
+            database: database.clone(),
+            user: user.clone(),
+            password: password.clone(),
+            // The only option honoured: no socket paths, host or startup overrides.
+            application_name: options
+                .get("application_name")
+                .cloned()
+                .unwrap_or_else(|| "sluice".to_owned()),
+        };
+        let manager = PgManager {
+            target,
+            allow: settings.allow_networks.clone(),
+            connect_timeout: settings.connect_timeout,
+            max_message: usize::try_from(settings.max_result_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(MESSAGE_SLACK),
+        };
+        let max_size = spec.pool_max_size.min(settings.max_pool_size).max(1);
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .timeouts(Timeouts {
+                wait: Some(settings.pool_timeout),
+                create: Some(settings.connect_timeout),
+                recycle: Some(settings.connect_timeout),
+            })
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| ExecError::Unavailable(format!("could not build the pool: {e}")))?;
+        Ok(PgPool {
+            pool,
+            password: password.clone(),
+            max_result_bytes: settings.max_result_bytes,
+            connect_timeout: settings.connect_timeout,
+        })
+    }
+
+    async fn checkout(&self) -> Result<Object<PgManager>, ExecError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Timeout(TimeoutType::Wait) => ExecError::PoolTimeout,
+            PoolError::Timeout(_) => ExecError::Unavailable(format!(
+                "connecting took longer than {:?}",
+                self.connect_timeout
+            )),
+            PoolError::Backend(e) => e,
+            PoolError::Closed => ExecError::Unavailable("the pool is closed".into()),
+            other => ExecError::Unavailable(scrub(&other.to_string(), &[self.password.expose()])),
+        })
+    }
+
+    /// Runs one statement. Rows stream as they arrive; dropping this future or the returned
+    /// stream cancels the statement on the server and discards the connection.
+    pub async fn execute(&self, req: Execute) -> Result<Execution, ExecError> {
+        let obj = self.checkout().await?;
+        let (head_tx, head_rx) = oneshot::channel();
+        let (row_tx, row_rx) = mpsc::channel(ROW_CHANNEL);
+        let truncated = Arc::new(AtomicBool::new(false));
+        let paced_by_client = req.paced_by_client;
+        let job = Job {
+            req,
+            password: self.password.clone(),
+            max_result_bytes: self.max_result_bytes,
+            truncated: truncated.clone(),
+        };
+        let statement = run(obj, job, head_tx, row_tx);
+        let ends = Ends {
+            head: head_rx,
+            rows: row_rx,
+            truncated,
+        };
+        // Dropping the statement's future cancels it: its connection guard sees to that.
+        if paced_by_client {
+            drive::in_own_task(Box::pin(statement), ends, Abandoned::Drop).await
+        } else {
+            drive::in_callers_task(Box::pin(statement), ends, Abandoned::Drop).await
+        }
+    }
+
+    /// Connects (or reuses a connection), asks the server's version and reports the latency of
+    /// the whole check.
+    pub async fn check(&self) -> Result<ServerInfo, ExecError> {
+        let start = Instant::now();
+        let obj = self.checkout().await?;
+        let result = tokio::time::timeout(
+            self.connect_timeout,
+            obj.client.simple_query("SELECT pg_catalog.version()"),
+        )
+        .await;
+        let version = match result {
+            Ok(Ok(messages)) => messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            }),
+            Ok(Err(e)) => {
+                discard(obj);
+                return Err(map_error(e, &self.password, self.connect_timeout));
+            }
+            Err(_) => {
+                discard(obj);
+                return Err(ExecError::Timeout(self.connect_timeout));
+            }
+        };
+        drop(obj);
+        Ok(ServerInfo {
+            latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+            server_version: version.unwrap_or_default(),
+        })
+    }
+
+    /// Every table, view, materialized view and foreign table the service account holds some
+    /// privilege on, with its columns in order (the caller filters by policy).
+    pub async fn schema(&self) -> Result<Vec<TableInfo>, ExecError> {
+        let rows = self
+            .catalog_read(async |tx, _| tx.query(SCHEMA_SQL, &[]).await)
+            .await?;
+        let mut tables: Vec<TableInfo> = Vec::new();
+        for row in rows {
+            let schema: String = row.try_get(0).unwrap_or_default();
+            let name: String = row.try_get(1).unwrap_or_default();
+            let column = ColumnInfo {
+                name: row.try_get(2).unwrap_or_default(),
+                type_name: row.try_get(3).unwrap_or_default(),
+                nullable: row.try_get(4).unwrap_or(true),
+            };
+            match tables.last_mut() {
+                Some(t) if t.schema == schema && t.name == name => t.columns.push(column),
+                _ => tables.push(TableInfo {
+                    schema,
+                    name,
+                    columns: vec![column],
+                }),
+            }
+        }
+        Ok(tables)
+    }
+
+    /// What the SQL policy needs to know of this server (see `policy::catalog`), read in one
+    /// read-only transaction.
+    pub async fn introspect(&self) -> Result<crate::policy::Catalog, ExecError> {
+        self.catalog_read(async |tx, default_schema| {
+            let version: String = tx
+                .query_one("SELECT pg_catalog.version()", &[])
+                .await?
+                .get(0);
+            catalog::read(tx, version, default_schema).await
+        })
+        .await
+    }
+
+    /// Runs `read` in a read-only transaction that names only `pg_catalog` on its search path,
+    /// bounded by `SCHEMA_TIMEOUT`. `read` also gets the session's default schema. A connection
+    /// that failed or overran is discarded rather than returned to the pool.
+    async fn catalog_read<T>(
+        &self,
+        read: impl AsyncFnOnce(
+            &tokio_postgres::Transaction<'_>,
+            String,
+        ) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, ExecError> {
+        let mut obj = self.checkout().await?;
+        let default_schema = obj.default_schema.clone();
+        let map = |e: tokio_postgres::Error| map_error(e, &self.password, SCHEMA_TIMEOUT);
+        let work = async {
+            let tx = obj
+                .client
+                .build_transaction()
+                .read_only(true)
+                .start()
+                .await
+                .map_err(map)?;
+            tx.batch_execute(&format!(
+                "SET LOCAL search_path = pg_catalog, pg_temp; SET LOCAL statement_timeout = {}",
+                millis(SCHEMA_TIMEOUT)
+            ))
+            .await
+            .map_err(map)?;
+            let out = read(&tx, default_schema).await.map_err(map)?;
+            tx.rollback().await.map_err(map)?;
+            Ok::<_, ExecError>(out)
+        };
+        let result = match tokio::time::timeout(SCHEMA_TIMEOUT, work).await {
+            Ok(result) => result,
+            Err(_) => Err(ExecError::Timeout(SCHEMA_TIMEOUT)),
+        };
+        match result {
+            Ok(out) => {
+                drop(obj);
+                Ok(out)
+            }
+            Err(e) => {
+                discard(obj);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let s = self.pool.status();
+        PoolStats {
+            size: s.size,
+            in_use: s.size.saturating_sub(s.available),
+            waiting: s.waiting,
+        }
+    }
+
+    /// No new checkouts; idle connections are dropped, busy ones when they come back.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}
+
+const SCHEMA_SQL: &str = "\
+SELECT n.nspname::text, c.relname::text, a.attname::text,
+       pg_catalog.format_type(a.atttypid, a.atttypmod), NOT a.attnotnull
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+  AND (pg_catalog.has_table_privilege(c.oid,
+         'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+       OR pg_catalog.has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES'))
+ORDER BY n.nspname, c.relname, a.attnum";
