@@ -1275,7 +1275,9 @@ async fn nothing_of_ours_resolves_a_name_through_the_accounts_own_search_path() 
     let mut user_code = query("SELECT 1");
     user_code.may_change_session = true;
     rows(&pool, user_code).await.unwrap();
-    pool.introspect().await.expect("introspect after the cleanup");
+    pool.introspect()
+        .await
+        .expect("introspect after the cleanup");
     pool.schema().await.expect("schema");
     let n: i64 = f
         .admin
