@@ -8,6 +8,7 @@ mod drive;
 pub mod driver;
 pub mod mysql;
 pub mod net;
+mod pool;
 pub mod postgres;
 pub mod registry;
 pub mod sqlite;

@@ -37,9 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool::managed::{
-    self, Metrics, Object, Pool, PoolError, RecycleError, TimeoutType, Timeouts,
-};
+use deadpool::managed::{self, Metrics, Object, RecycleError};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -49,6 +47,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 use bounded::{Bounded, Watch};
 
 use super::drive::{self, Abandoned, Ends, Head};
+use super::pool::{self, Pool};
 use super::{
     Column, ColumnInfo, Connection, DatasourceSpec, ExecError, Execute, Execution, PoolStats,
     RegistrySettings, Secret, ServerInfo, TableInfo, net, scrub,
@@ -118,21 +117,12 @@ impl PgPool {
             target,
             allow: settings.allow_networks.clone(),
             connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.idle_timeout,
             max_message: usize::try_from(settings.max_result_bytes)
                 .unwrap_or(usize::MAX)
                 .saturating_add(MESSAGE_SLACK),
         };
-        let max_size = spec.pool_max_size.min(settings.max_pool_size).max(1);
-        let pool = Pool::builder(manager)
-            .max_size(max_size)
-            .timeouts(Timeouts {
-                wait: Some(settings.pool_timeout),
-                create: Some(settings.connect_timeout),
-                recycle: Some(settings.connect_timeout),
-            })
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| ExecError::Unavailable(format!("could not build the pool: {e}")))?;
+        let pool = pool::build(manager, spec, settings)?;
         Ok(PgPool {
             pool,
             password: password.clone(),
@@ -142,16 +132,7 @@ impl PgPool {
     }
 
     async fn checkout(&self) -> Result<Object<PgManager>, ExecError> {
-        self.pool.get().await.map_err(|e| match e {
-            PoolError::Timeout(TimeoutType::Wait) => ExecError::PoolTimeout,
-            PoolError::Timeout(_) => ExecError::Unavailable(format!(
-                "connecting took longer than {:?}",
-                self.connect_timeout
-            )),
-            PoolError::Backend(e) => e,
-            PoolError::Closed => ExecError::Unavailable("the pool is closed".into()),
-            other => ExecError::Unavailable(scrub(&other.to_string(), &[self.password.expose()])),
-        })
+        pool::checkout(&self.pool, self.connect_timeout).await
     }
 
     /// Runs one statement. Rows stream as they arrive; dropping this future or the returned
@@ -301,12 +282,7 @@ impl PgPool {
     }
 
     pub fn stats(&self) -> PoolStats {
-        let s = self.pool.status();
-        PoolStats {
-            size: s.size,
-            in_use: s.size.saturating_sub(s.available),
-            waiting: s.waiting,
-        }
+        pool::stats(&self.pool)
     }
 
     /// No new checkouts; idle connections are dropped, busy ones when they come back.

@@ -87,6 +87,7 @@ pub(super) struct PgManager {
     pub(super) target: Target,
     pub(super) allow: Vec<ipnet::IpNet>,
     pub(super) connect_timeout: Duration,
+    pub(super) idle_timeout: Duration,
     /// Longest message body the server may send (see [`bounded`]).
     pub(super) max_message: usize,
 }
@@ -224,7 +225,12 @@ impl managed::Manager for PgManager {
             })?
     }
 
-    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> managed::RecycleResult<ExecError> {
+    async fn recycle(
+        &self,
+        conn: &mut PgConn,
+        metrics: &Metrics,
+    ) -> managed::RecycleResult<ExecError> {
+        pool::expired(metrics, self.idle_timeout)?;
         // Connections come back only after their statement ended cleanly; anything in doubt was
         // discarded or marked broken instead, so a liveness check is enough here.
         if conn.broken || conn.client.is_closed() {
@@ -310,7 +316,7 @@ impl Drop for ConnGuard {
 /// Removes the connection from the pool, sends a cancel request for whatever it runs to the
 /// same checked address (the cancel token carries the pinned `hostaddr`), then closes it.
 pub(super) fn discard(obj: Object<PgManager>) {
-    let conn = Object::take(obj);
+    let conn = pool::discard(obj);
     let token = conn.client.cancel_token();
     let addr = conn.addr;
     match tokio::runtime::Handle::try_current() {
