@@ -28,6 +28,7 @@ pub struct Config {
     pub tokens: Tokens,
     pub audit: Audit,
     pub log: Log,
+    pub mcp: Mcp,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,6 +112,28 @@ pub struct Audit {
     pub fsync: bool,
 }
 
+/// The MCP endpoint (`/v1/apps/{id}/mcp`). It is stateless: no MCP session outlives the HTTP
+/// request that carried it, so any replica serves any request and there are no sessions to
+/// count or expire; what a client can hold is a request, bounded here and by `limits`' query
+/// limits (every tool call takes its places per token, per app and in total).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mcp {
+    /// Rows a `query` tool answer carries at most (a call may ask for fewer, and a datasource's
+    /// own `max_rows` may be lower): a model's context is small. Past it the answer says
+    /// `truncated`.
+    pub max_rows: u64,
+    /// Encoded row bytes a `query` tool answer carries at most; rows past it are cut and the
+    /// answer says `truncated`.
+    pub max_result_bytes: u64,
+    /// Largest MCP request body accepted (413 above).
+    pub max_request_bytes: usize,
+    /// The gateway's public base URL (`https://sluice.example.com`), used in the protected
+    /// resource metadata and the `WWW-Authenticate` header. Unset: taken from the request's
+    /// `Host` (and `X-Forwarded-Proto`).
+    pub public_url: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -140,6 +163,18 @@ impl Default for Config {
             tokens: Tokens::default(),
             audit: Audit::default(),
             log: Log::default(),
+            mcp: Mcp::default(),
+        }
+    }
+}
+
+impl Default for Mcp {
+    fn default() -> Self {
+        Mcp {
+            max_rows: 200,
+            max_result_bytes: 256 * 1024,
+            max_request_bytes: 1024 * 1024,
+            public_url: None,
         }
     }
 }
@@ -290,6 +325,9 @@ impl Config {
             ),
             ("audit.max_batch", self.audit.max_batch as u64),
             ("audit.queue_capacity", self.audit.queue_capacity as u64),
+            ("mcp.max_rows", self.mcp.max_rows),
+            ("mcp.max_result_bytes", self.mcp.max_result_bytes),
+            ("mcp.max_request_bytes", self.mcp.max_request_bytes as u64),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -302,6 +340,17 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "limits.sqlite_heap_limit_bytes must be at least {MIN_SQLITE_HEAP} (64 MiB)"
             )));
+        }
+        if let Some(url) = &self.mcp.public_url {
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && !url.trim_end_matches('/').ends_with(':')
+                && url.chars().all(|c| c.is_ascii_graphic() && c != '"');
+            if !ok {
+                return Err(ConfigError::Invalid(
+                    "mcp.public_url must be an absolute http(s) URL such as https://sluice.example.com"
+                        .to_owned(),
+                ));
+            }
         }
         if self.pools.default_size > self.pools.max_size {
             return Err(ConfigError::Invalid(
@@ -475,6 +524,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("pools"), "{e}");
+    }
+
+    #[test]
+    fn the_mcp_section_has_bounded_defaults_and_checks_its_public_url() {
+        let c = Config::default();
+        assert_eq!(
+            (c.mcp.max_rows, c.mcp.max_result_bytes, c.mcp.public_url),
+            (200, 256 * 1024, None)
+        );
+        let c = Config::load(
+            None,
+            env(&[
+                ("SLUICE_MCP__MAX_ROWS", "50"),
+                ("SLUICE_MCP__PUBLIC_URL", "https://sluice.example.com"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.mcp.max_rows, 50);
+        assert_eq!(
+            c.mcp.public_url.as_deref(),
+            Some("https://sluice.example.com")
+        );
+        for bad in ["sluice.example.com", "https://a\"b", "ftp://x"] {
+            let e = Config::load(
+                None,
+                env(&[("SLUICE_MCP__PUBLIC_URL", bad)]),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("mcp.public_url"), "{bad}: {e}");
+        }
+        let e = Config::load(
+            None,
+            env(&[("SLUICE_MCP__MAX_ROWS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("mcp.max_rows"), "{e}");
     }
 
     #[test]

@@ -411,6 +411,7 @@ fn print_guide(s: &DemoSetup, addr: &str) {
         println!("\n== {app} app ({key}); user {email}");
         println!("   token: {token}");
         println!("   datasources: {}", ds.join(", "));
+        println!("   MCP (for AI assistants): http://{addr}/v1/apps/{app_id}/mcp");
         let ds0 = ds.first().map(String::as_str).unwrap_or("");
         let sql = match key.as_str() {
             "executives" => {
@@ -423,6 +424,10 @@ fn print_guide(s: &DemoSetup, addr: &str) {
             "   curl -s http://{addr}/v1/apps/{app_id}/query -H 'authorization: Bearer {token}' \\\n     -H 'content-type: application/json' -d '{{\"datasource\": \"{ds0}\", \"sql\": \"{sql}\"}}'"
         );
     }
+    println!(
+        "\nAI assistants: point an MCP client (streamable HTTP) at an app's MCP URL above with\n  \
+         the header 'Authorization: Bearer <that audience's token>' (README: \"Use sluice from an AI assistant\")"
+    );
     if let Some((_, app_id, _, _, token, ds)) = s.audiences.iter().find(|a| a.0 == "sales") {
         println!("\n== refused: the sales reps' app may not read the financial summary");
         println!(

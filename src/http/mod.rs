@@ -5,6 +5,7 @@ mod body_guard;
 pub mod console;
 pub mod error;
 pub mod extract;
+mod mcp;
 pub mod openapi;
 mod ops;
 mod routes_apps;
@@ -84,7 +85,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             request_timeout,
         ))
-        .merge(routes_query::routes());
+        .merge(routes_query::routes())
+        // MCP tool calls run queries: like the query route, outside the request timeout.
+        .merge(mcp::routes(&state));
     let app = Router::new()
         .merge(ops::routes())
         // The browser console: static files only; it calls the /v1 routes like any client.

@@ -10,9 +10,11 @@
 
 mod answer;
 mod error;
+mod schema;
 
 pub use answer::{Answer, DatasourceRef, RowAnswer, Summary};
 pub use error::QueryError;
+pub use schema::{AppDatasource, AppSchema};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
