@@ -1,13 +1,85 @@
 //! The MySQL/MariaDB driver: a bounded pool of service-account connections to the checked address,
-//! pinned session settings, user SQL only through prepared statements, rows streamed as JSON, and
-//! `KILL QUERY` from a dedicated connection whenever a statement must stop early (deadline, client
-//! gone, `max_rows`, size limit).
+//! user SQL only through prepared statements, rows streamed as JSON, and `KILL QUERY` from a
+//! dedicated connection whenever a statement must stop early (deadline, client gone, `max_rows`,
+//! size limit).
 //!
-//! A read-only query is one round trip: it runs as an autocommit statement in a session set
-//! `READ ONLY` (with the pinned settings and its timeout, sent only when the connection's session
-//! is not already so), prepared from the connection's statement cache. Anything else runs inside
-//! an explicit transaction and is followed by `COM_RESET_CONNECTION`, as is a query calling
-//! functions the policy cannot see into (`Execute::may_change_session`).
+//! **No default database.** Connections open with none: the SQL policy qualifies every table with
+//! the datasource's database (the catalogue's `default_schema`), and an unqualified function name
+//! that is no built-in of this server then fails ("FUNCTION x does not exist") instead of
+//! running a stored function of that name.
+//!
+//! **Read-only is a property of every transaction.** Every statement of a read-only execution
+//! runs inside `START TRANSACTION READ ONLY`, never in a session merely set read-only (a stored
+//! function can `SET @@session.tx_read_only = 0`, and did). The pinned settings (character set,
+//! `sql_mode`, time zone, a list of settings that change what a later statement reads or writes,
+//! and the statement timeout) are set again before every statement. To keep a read-only query at
+//! one round trip on its critical path, the work moves to the end of the previous one: once the
+//! answer is out, one multi-statement text query of our own reads what the statement may have
+//! left behind, then `ROLLBACK; SET <pins>; START TRANSACTION READ ONLY`. The final OK packet's
+//! status flags must say the connection is in a read-only transaction (`SERVER_STATUS_IN_TRANS`
+//! and `SERVER_STATUS_IN_TRANS_READONLY`, both sent by MariaDB 10.11: checked) or the connection
+//! is dropped. The next read-only statement with the same timeout then runs directly; any other
+//! (a fresh connection, a write before, another timeout) sends the same setup first, whose flags
+//! are checked the same way, and a statement whose transaction is not confirmed is refused. No
+//! statement runs between that setup and the user's, so the guarantee does not rest on the
+//! policy: whatever a statement does to the session, the next one starts in a transaction that
+//! is read-only by its own `START`.
+//!
+//! Round trips per read-only query: one on the critical path (`COM_STMT_EXECUTE`; the prepare
+//! comes from the connection's statement cache), plus one after the answer (the check and setup
+//! above), during which the connection still holds its pool slot. The first query on a connection,
+//! or one after a write or with another timeout, adds the setup on its critical path; one that
+//! left user variables or locks behind adds `COM_RESET_CONNECTION` after the answer and a prepare
+//! on the next statement (the reset drops prepared statements). Measured with PK lookups back to
+//! back on one connection (release build, loopback MariaDB 10.11, a busy 2-core machine): about
+//! 20–25 µs per query with the old session-level read-only and no setup, 100–170 µs now. The
+//! check-and-setup query alone takes about 50 µs, most of it server time; the latency a client sees
+//! is unchanged while a ready connection is idle, but one connection serves several times fewer
+//! queries per second, so a busy datasource needs a larger pool. Writes run as before: setup with
+//! `START TRANSACTION READ WRITE`, the statement, `COMMIT`, then `COM_RESET_CONNECTION`.
+//!
+//! **Nothing a statement leaves in the session reaches the next request.** The session is reset
+//! (`COM_RESET_CONNECTION`: user variables, temporary tables, named locks, prepared statements,
+//! settings) after every write or non-query, after a query calling functions the policy could not
+//! see into (`Execute::may_change_session`), and whenever the check after a read-only statement
+//! finds user variables or named locks (released there and then by `RELEASE_ALL_LOCKS()`).
+//! Verified on MariaDB 10.11, for a state left by a stored function the policy did not know ran:
+//! * settings: `sql_mode`, time zone, character set and timeout are pinned again before every
+//!   statement, and the settings in [`MARIADB_READ_DEFAULTS`] (before a write, also
+//!   [`MARIADB_WRITE_DEFAULTS`]) set back to the server's defaults;
+//!   read-only is per transaction (above). Other session settings a function changes last until
+//!   the connection is next reset: the server offers no cheap way to see them (reading
+//!   `information_schema.SESSION_VARIABLES` costs about 2 ms of server time per statement);
+//! * user variables: seen in `information_schema.USER_VARIABLES`;
+//! * named locks (`GET_LOCK`): released by `RELEASE_ALL_LOCKS()`, which counts them;
+//! * temporary tables: a read-only transaction refuses to create them (error 1792);
+//! * prepared statements: a stored function cannot `PREPARE` (error 1336), and `PREPARE` cannot
+//!   be sent as a prepared statement (error 1295).
+//!
+//! A stored function's error on its first row (a temporary table refused, say) reaches the client
+//! among the rows, not before them; the connection is kept, since the server's ERR packet ends
+//! the statement.
+//!
+//! The server's own signal, `SERVER_SESSION_STATE_CHANGED` with `session_track_state_change=ON`
+//! (pinned), is honoured too, but MariaDB 10.11 never sets it for this driver: it tracks state
+//! only for clients that negotiate `CLIENT_SESSION_TRACK`, which mysql_async 0.37 does not ask
+//! for (checked: not even a top-level `SET @x = 1` sets it). The check above is what detects.
+//!
+//! **What `KILL QUERY` cannot stop.** The server checks for a kill between rows and in its loops,
+//! not inside one built-in call: one long string function (`LOCATE` of a 20,000-character needle
+//! in a 1.2-million-character haystack took 8.5 s after `KILL QUERY` on MariaDB 10.11) runs to
+//! its end, and so does anything else that does not look at the kill flag. `max_statement_time`
+//! does not stop it either. The client still gets its timeout on time, but the connection keeps
+//! its pool slot until the server thread has really finished (polled in
+//! `information_schema.PROCESSLIST` from the killer connection, for at most
+//! [`KILLED_STATEMENT_LIMIT`]), so a datasource's pool size bounds how many server threads its
+//! requests keep busy. Past that limit, or when the killer connection cannot watch the thread,
+//! the slot is freed anyway and the thread runs on unbounded.
+//!
+//! **Bounded values.** mysql_async's client-side `max_allowed_packet` is set to the result cap
+//! (plus slack), and its codec refuses a larger packet, one row in practice, before buffering it:
+//! the statement ends with `ResultTooLarge`. A connection that read a row larger than
+//! [`GROWN_ROW`] is not pooled again, so its grown read buffer goes with it.
 //!
 //! The pool is our own rather than mysql_async's: every new physical connection re-runs the SSRF
 //! check (`resolve_checked`), and a connection in an unknown state is never handed out again.
@@ -18,6 +90,10 @@
 //! MariaDB's extended metadata), so it arrives as a string. MySQL does not report placeholder
 //! types, so params are checked by count only and the server converts them. A read-write query cut
 //! by `max_rows` is killed, so its transaction is rolled back (only a plain SELECT is expected).
+//! A statement that returns rows although it is not a query (MariaDB's `INSERT … RETURNING`)
+//! reports the number of rows it returned as `rows_affected` (the server's own count is 0).
+
+mod catalog;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -27,7 +103,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use mysql_async::consts::{ColumnFlags, ColumnType};
+use mysql_async::consts::{ColumnFlags, ColumnType, StatusFlags};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Params, Row, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -40,13 +116,63 @@ use super::{
 };
 use crate::encode::RowWriter;
 
-/// Pinned whenever a connection's session is not known to be set up (new, or after
-/// `COM_RESET_CONNECTION`, which wipes session variables): the SQL
-/// policy's parser assumes backslash escapes and double-quoted strings (no ANSI_QUOTES,
-/// no NO_BACKSLASH_ESCAPES); timestamps are read in UTC; text is utf8mb4.
-const PIN_SESSION: &str = "SET NAMES utf8mb4, \
+/// Pinned before every statement: the SQL policy's parser assumes backslash escapes and
+/// double-quoted strings (no ANSI_QUOTES, no NO_BACKSLASH_ESCAPES); timestamps are read in UTC;
+/// text is utf8mb4. `session_track_state_change` asks the server to flag state changes (see the
+/// module notes: it never does for this client).
+const PINS: &str = "SET NAMES utf8mb4, \
      SESSION sql_mode='STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', \
-     SESSION time_zone='+00:00'";
+     SESSION time_zone='+00:00', SESSION session_track_state_change=ON";
+
+/// MariaDB session settings put back to the server's defaults before every statement: ones a
+/// stored function can change and that alter what a later statement reads (isolation, row
+/// limits, formats, `NOW()`, `WHERE id IS NULL`, recursion bounds).
+const MARIADB_READ_DEFAULTS: &str = "SESSION tx_isolation=DEFAULT, \
+     SESSION sql_select_limit=DEFAULT, SESSION max_join_size=DEFAULT, \
+     SESSION sql_big_selects=DEFAULT, SESSION sql_auto_is_null=DEFAULT, \
+     SESSION div_precision_increment=DEFAULT, SESSION group_concat_max_len=DEFAULT, \
+     SESSION lc_time_names=DEFAULT, SESSION default_week_format=DEFAULT, \
+     SESSION timestamp=DEFAULT, SESSION max_recursive_iterations=DEFAULT";
+
+/// And before a read-write statement, also those that change what it writes (foreign key and
+/// CHECK enforcement, generated ids) or how it ends. Read-only statements cannot write, so they
+/// skip these: each setting costs server time on every statement.
+const MARIADB_WRITE_DEFAULTS: &str = "SESSION foreign_key_checks=DEFAULT, \
+     SESSION unique_checks=DEFAULT, SESSION check_constraint_checks=DEFAULT, \
+     SESSION sql_safe_updates=DEFAULT, SESSION insert_id=DEFAULT, \
+     SESSION auto_increment_increment=DEFAULT, SESSION auto_increment_offset=DEFAULT, \
+     SESSION completion_type=DEFAULT, SESSION lock_wait_timeout=DEFAULT, \
+     SESSION innodb_lock_wait_timeout=DEFAULT";
+
+/// The same for MySQL (5.7.20 and later), leaving out what MySQL 8 lets only privileged accounts
+/// set (`explicit_defaults_for_timestamp`…) and what it does not have.
+const MYSQL_READ_DEFAULTS: &str = "SESSION transaction_isolation=DEFAULT, \
+     SESSION sql_select_limit=DEFAULT, SESSION max_join_size=DEFAULT, \
+     SESSION sql_big_selects=DEFAULT, SESSION sql_auto_is_null=DEFAULT, \
+     SESSION div_precision_increment=DEFAULT, SESSION group_concat_max_len=DEFAULT, \
+     SESSION lc_time_names=DEFAULT, SESSION default_week_format=DEFAULT, \
+     SESSION timestamp=DEFAULT";
+const MYSQL_WRITE_DEFAULTS: &str = "SESSION foreign_key_checks=DEFAULT, \
+     SESSION unique_checks=DEFAULT, SESSION sql_safe_updates=DEFAULT, \
+     SESSION insert_id=DEFAULT, SESSION auto_increment_increment=DEFAULT, \
+     SESSION auto_increment_offset=DEFAULT, SESSION completion_type=DEFAULT, \
+     SESSION lock_wait_timeout=DEFAULT, SESSION innodb_lock_wait_timeout=DEFAULT";
+
+/// What a statement may have left in the session that a reset would clear: the number of user
+/// variables, and the named locks it held (released here). Read before our `ROLLBACK`.
+const MARIADB_LEFTOVERS: &str =
+    "SELECT (SELECT COUNT(*) FROM information_schema.USER_VARIABLES), RELEASE_ALL_LOCKS()";
+/// MySQL has no `USER_VARIABLES`; `performance_schema` has them per thread, when it is on. -1 when
+/// it does not show this connection's thread (off, or not visible to the account): unreadable.
+const MYSQL_LEFTOVERS: &str = "SELECT IF(EXISTS(SELECT 1 FROM performance_schema.threads \
+         WHERE PROCESSLIST_ID = CONNECTION_ID()), \
+       (SELECT COUNT(*) FROM performance_schema.user_variables_by_thread v \
+         JOIN performance_schema.threads t ON t.THREAD_ID = v.THREAD_ID \
+         WHERE t.PROCESSLIST_ID = CONNECTION_ID()), -1), RELEASE_ALL_LOCKS()";
+
+/// Server errors that mean the leftover check cannot be read by this account or server (unknown
+/// table or function, access denied): sessions are then reset after every statement instead.
+const LEFTOVERS_UNREADABLE: [u16; 5] = [1044, 1109, 1142, 1146, 1305];
 
 /// Rows buffered between the connection task and the consumer: small, so a slow client slows
 /// the server read instead of filling memory.
@@ -57,8 +183,23 @@ const ROW_BUFFER: usize = 64;
 /// `max_prepared_stmt_count` (16,382 by default) for a full pool: 32 × 32 connections = 1,024.
 const STATEMENT_CACHE_SIZE: usize = 32;
 
-/// How long our own housekeeping commands (KILL, ROLLBACK, reset, schema) may take.
+/// How long our own housekeeping commands (KILL, setup after a statement, reset) may take.
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upper bound on the queries behind `schema()` and `introspect()` (server and client side).
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a killed statement's connection keeps its pool slot waiting for the server thread to
+/// finish. Generous: the slot is the only bound on busy server threads, and the worst measured
+/// unkillable call ran 8.5 s past its kill.
+const KILLED_STATEMENT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Slack over the result cap for one packet's framing (the cap counts encoded JSON).
+const PACKET_SLACK: u64 = 64 * 1024;
+
+/// A connection that read a row larger than this is not pooled again: its read buffer grew to
+/// hold the row and never shrinks.
+const GROWN_ROW: usize = 4 * 1024 * 1024;
 
 /// MariaDB error 1969 (max_statement_time) and MySQL error 3024 (max_execution_time).
 const SERVER_TIMEOUT_CODES: [u16; 2] = [1969, 3024];
@@ -87,6 +228,77 @@ impl Flavor {
             Flavor::MySql => format!("SESSION max_execution_time={ms}"),
         }
     }
+
+    /// The whole `SET` of pinned settings with this statement timeout, for a read-only or a
+    /// read-write statement.
+    fn pins(self, timeout: Duration, read_only: bool) -> String {
+        let (read, write) = match self {
+            Flavor::MariaDb => (MARIADB_READ_DEFAULTS, MARIADB_WRITE_DEFAULTS),
+            Flavor::MySql => (MYSQL_READ_DEFAULTS, MYSQL_WRITE_DEFAULTS),
+        };
+        let timeout = self.timeout_setting(timeout);
+        if read_only {
+            format!("{PINS}, {read}, {timeout}")
+        } else {
+            format!("{PINS}, {read}, {write}, {timeout}")
+        }
+    }
+
+    /// Ends whatever transaction the connection is in, pins the session and starts the
+    /// statement's transaction: our own trusted text, one round trip.
+    fn setup_sql(self, timeout: Duration, read_only: bool) -> String {
+        let mode = if read_only { "READ ONLY" } else { "READ WRITE" };
+        format!(
+            "ROLLBACK; {}; START TRANSACTION {mode}",
+            self.pins(timeout, read_only)
+        )
+    }
+
+    /// After a read-only statement: the leftover check, then the setup of the next read-only one.
+    fn check_and_setup_sql(self, timeout: Duration) -> String {
+        let leftovers = match self {
+            Flavor::MariaDb => MARIADB_LEFTOVERS,
+            Flavor::MySql => MYSQL_LEFTOVERS,
+        };
+        format!("{leftovers}; {}", self.setup_sql(timeout, true))
+    }
+}
+
+/// The status flags of the connection's last OK packet (empty after an error).
+fn status(conn: &Conn) -> StatusFlags {
+    conn.last_ok_packet()
+        .map(|ok| ok.status_flags())
+        .unwrap_or_else(StatusFlags::empty)
+}
+
+/// Whether the server says the connection is inside a transaction (a read-only one if asked).
+fn in_transaction(conn: &Conn, read_only: bool) -> bool {
+    let flags = status(conn);
+    flags.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+        && (!read_only || flags.contains(StatusFlags::SERVER_STATUS_IN_TRANS_READONLY))
+}
+
+/// mysql_common's codec refuses a packet over the client-side `max_allowed_packet` before
+/// buffering it; the error arrives as an `io::Error` wrapping its `PacketTooLarge` (mysql_common
+/// is not a direct dependency, so it is recognised by its text).
+fn packet_too_large(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Driver(mysql_async::DriverError::PacketTooLarge) => true,
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => io
+            .get_ref()
+            .is_some_and(|inner| inner.to_string().contains("max_allowed_packet")),
+        _ => false,
+    }
+}
+
+/// The bytes a row took on the wire, near enough: its values' lengths.
+fn row_bytes(row: &Row) -> usize {
+    (0..row.len())
+        .map(|i| match row.as_ref(i) {
+            Some(Value::Bytes(b)) => b.len(),
+            _ => 8,
+        })
+        .sum()
 }
 
 /// Where and as whom to connect. Never printed.
@@ -115,8 +327,12 @@ struct Inner {
     in_use: AtomicUsize,
     waiting: AtomicUsize,
     closed: AtomicBool,
-    /// A dedicated connection (not counted in the pool) that sends `KILL QUERY`; opened lazily.
+    /// A dedicated connection (not counted in the pool) that sends `KILL QUERY` and watches a
+    /// killed statement's thread; opened lazily.
     killer: tokio::sync::Mutex<Option<Conn>>,
+    /// The leftover check failed for lack of a table or a privilege (MySQL without access to
+    /// `performance_schema`): sessions are reset after every statement instead.
+    leftovers_unreadable: AtomicBool,
 }
 
 /// A bounded pool of connections to one MySQL/MariaDB datasource.
@@ -125,13 +341,12 @@ pub struct MysqlPool {
 }
 
 /// A checked-out connection. Dropping it discards the connection (state unknown); only
-/// [`Inner::release`] puts it back.
+/// [`Inner::release`] puts it back. Its pool slot (`_permit`) is held as long as it lives.
 struct PooledConn {
     conn: Option<Conn>,
     flavor: Flavor,
-    /// Set when our setup left the session pinned, `READ ONLY` for autocommit statements and
-    /// with this statement timeout, and nothing since could have changed it; `None` after
-    /// `COM_RESET_CONNECTION` or anything else.
+    /// Set when the server confirmed (status flags) that the connection is pinned and inside a
+    /// fresh `START TRANSACTION READ ONLY` with this statement timeout, and nothing ran since.
     ready_for: Option<Duration>,
     id: u32,
     /// Came from the idle list (so a broken socket is worth one retry with a fresh connection).
@@ -144,7 +359,7 @@ impl Drop for PooledConn {
     fn drop(&mut self) {
         self.inner.in_use.fetch_sub(1, Ordering::AcqRel);
         if self.conn.take().is_some() {
-            // mysql_async finishes dropping it in the background (drain after our KILL, quit).
+            // mysql_async finishes dropping it in the background (drain, quit).
             self.inner.size.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -155,6 +370,13 @@ impl PooledConn {
         self.conn
             .as_mut()
             .ok_or_else(|| ExecError::Unavailable("the connection was lost".into()))
+    }
+
+    /// Drops the physical connection now; the pool slot stays held until `self` goes.
+    fn discard_conn(&mut self) {
+        if self.conn.take().is_some() {
+            self.inner.size.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -197,6 +419,7 @@ impl MysqlPool {
                 waiting: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 killer: tokio::sync::Mutex::new(None),
+                leftovers_unreadable: AtomicBool::new(false),
             }),
         })
     }
@@ -245,7 +468,8 @@ impl MysqlPool {
         .await??
         .unwrap_or_default();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.inner.release(pc, false).await;
+        // `SELECT VERSION()` reads no table: a connection ready for a read-only statement stays so.
+        self.inner.release(pc, false, None).await;
         Ok(ServerInfo {
             latency_ms,
             server_version: version,
@@ -254,10 +478,16 @@ impl MysqlPool {
 
     /// Every table and view the account can see outside the system schemas, with its columns.
     pub async fn schema(&self) -> Result<Vec<TableInfo>, ExecError> {
-        let mut pc = self.inner.checkout().await?;
-        let id = pc.id;
-        let rows = within(HOUSEKEEPING_TIMEOUT * 3, async {
-            pc.conn()?
+        let inner = &self.inner;
+        let mut pc = inner.checkout().await?;
+        let flavor = pc.flavor;
+        pc.ready_for = None;
+        let rows = within(CATALOG_TIMEOUT, async {
+            let conn = pc.conn()?;
+            own_transaction(conn, flavor)
+                .await
+                .map_err(|e| inner.map_err(e, CATALOG_TIMEOUT))?;
+            let rows = conn
                 .exec::<(String, String, String, String, String), _, _>(
                     "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE \
                      FROM information_schema.COLUMNS \
@@ -267,18 +497,22 @@ impl MysqlPool {
                     (),
                 )
                 .await
-                .map_err(|e| self.inner.map_err(e, HOUSEKEEPING_TIMEOUT))
+                .map_err(|e| inner.map_err(e, CATALOG_TIMEOUT))?;
+            end_own_transaction(conn)
+                .await
+                .map_err(|e| inner.map_err(e, CATALOG_TIMEOUT))?;
+            Ok(rows)
         })
         .await;
         let rows = match rows {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => return Err(e),
             Err(e) => {
-                self.inner.kill_query(id).await;
+                inner.kill_in_background(pc);
                 return Err(e);
             }
         };
-        self.inner.release(pc, false).await;
+        inner.release(pc, false, None).await;
         let mut out: Vec<TableInfo> = Vec::new();
         for (schema, table, column, type_name, nullable) in rows {
             let col = super::ColumnInfo {
@@ -298,15 +532,41 @@ impl MysqlPool {
         Ok(out)
     }
 
-    /// What the SQL policy needs to know of this server (see `policy::catalog`).
+    /// What the SQL policy needs to know of this server (see `policy::catalog` and
+    /// [`catalog`]), read in one read-only transaction under [`CATALOG_TIMEOUT`].
     pub async fn introspect(&self) -> Result<crate::policy::Catalog, ExecError> {
-        let info = self.check().await?;
-        Ok(crate::policy::Catalog {
-            kind: Some(crate::model::DatasourceKind::Mysql),
-            server_version: info.server_version,
-            default_schema: self.inner.target.database.clone(),
-            ..Default::default()
+        let inner = &self.inner;
+        let mut pc = inner.checkout().await?;
+        let flavor = pc.flavor;
+        pc.ready_for = None;
+        let database = inner.target.database.clone();
+        let read = within(CATALOG_TIMEOUT, async {
+            let conn = pc.conn()?;
+            let map = |e| inner.map_err(e, CATALOG_TIMEOUT);
+            own_transaction(conn, flavor).await.map_err(map)?;
+            let version: String = conn
+                .query_first("SELECT VERSION()")
+                .await
+                .map_err(map)?
+                .unwrap_or_default();
+            let read = catalog::read(conn, flavor == Flavor::MariaDb, version, database)
+                .await
+                .map_err(map)?;
+            end_own_transaction(conn).await.map_err(map)?;
+            Ok(read)
         })
+        .await;
+        match read {
+            Ok(Ok(c)) => {
+                inner.release(pc, false, None).await;
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => {
+                inner.kill_in_background(pc);
+                Err(e)
+            }
+        }
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -334,11 +594,34 @@ impl MysqlPool {
     }
 }
 
+/// Pins the session and opens a read-only transaction for our own catalogue queries, with the
+/// catalogue's statement timeout.
+async fn own_transaction(conn: &mut Conn, flavor: Flavor) -> Result<(), mysql_async::Error> {
+    conn.query_drop(flavor.setup_sql(CATALOG_TIMEOUT, true))
+        .await
+}
+
+/// Ends our catalogue transaction, so the idle connection holds no metadata lock on the tables it
+/// looked at.
+async fn end_own_transaction(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    conn.query_drop("ROLLBACK").await
+}
+
 /// Runs `fut` for at most `limit`; past it, `Timeout`.
 async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Result<T, ExecError> {
     tokio::time::timeout(limit, fut)
         .await
         .map_err(|_| ExecError::Timeout(limit))
+}
+
+/// What the check after a read-only statement found.
+enum Prepared {
+    /// No leftovers; pinned and inside a fresh read-only transaction (flags checked).
+    Ready,
+    /// User variables or named locks were left: the session needs a reset.
+    Leftovers,
+    /// The server did not confirm the read-only transaction.
+    Unconfirmed,
 }
 
 impl Inner {
@@ -350,8 +633,12 @@ impl Inner {
         scrub(message, &self.secrets())
     }
 
-    /// Maps a driver error; the server's own statement timeout counts as our timeout.
+    /// Maps a driver error; the server's own statement timeout counts as our timeout, and a packet
+    /// over the client-side limit as a result over the cap.
     fn map_err(&self, e: mysql_async::Error, timeout: Duration) -> ExecError {
+        if packet_too_large(&e) {
+            return ExecError::ResultTooLarge(self.settings.max_result_bytes);
+        }
         match e {
             mysql_async::Error::Server(se) => {
                 if SERVER_TIMEOUT_CODES.contains(&se.code) {
@@ -373,7 +660,18 @@ impl Inner {
         }
     }
 
-    /// Opens one physical connection to the freshly checked address.
+    /// The client-side packet limit: the result cap plus framing slack, within what mysql_async
+    /// accepts (1 KiB to 1 GiB).
+    fn packet_limit(&self) -> usize {
+        let limit = self
+            .settings
+            .max_result_bytes
+            .saturating_add(PACKET_SLACK)
+            .clamp(1024, 1024 * 1024 * 1024);
+        usize::try_from(limit).unwrap_or(1024 * 1024 * 1024)
+    }
+
+    /// Opens one physical connection to the freshly checked address, with no default database.
     async fn connect(&self) -> Result<(Conn, Flavor), ExecError> {
         let limit = self.settings.connect_timeout;
         let attempt = async {
@@ -385,9 +683,10 @@ impl Inner {
                 .tcp_port(addr.port())
                 .user(Some(t.user.clone()))
                 .pass(Some(t.password.expose().to_owned()))
-                .db_name((!t.database.is_empty()).then(|| t.database.clone()))
+                .db_name(None::<String>)
                 .prefer_socket(false)
                 .stmt_cache_size(STATEMENT_CACHE_SIZE)
+                .max_allowed_packet(Some(self.packet_limit()))
                 .tcp_nodelay(true);
             let mut conn = Conn::new(opts).await.map_err(|e| match e {
                 // A refused login is the datasource being unusable, not a statement failing.
@@ -478,30 +777,38 @@ impl Inner {
         None
     }
 
-    /// Puts a connection in a known state back: `COM_RESET_CONNECTION` first when user SQL ran on
-    /// it (drops user variables, temporary tables, prepared statements, session settings).
-    async fn release(&self, mut pc: PooledConn, reset: bool) {
+    /// Puts a connection back in a known state, or drops it; its pool slot is held until then.
+    /// `reset`: `COM_RESET_CONNECTION` first, for anything user SQL may have left. `next`: the
+    /// statement timeout of the read-only statement to get the connection ready for (module
+    /// notes): the leftover check, then the pins and a fresh read-only transaction. With neither,
+    /// the connection goes back as it is (our own statements only).
+    async fn release(&self, mut pc: PooledConn, reset: bool, next: Option<Duration>) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        let Some(mut conn) = pc.conn.take() else {
+        let flavor = pc.flavor;
+        let ready = pc.ready_for;
+        let Some(conn) = pc.conn.as_mut() else {
             return;
         };
-        if reset {
-            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, conn.reset()).await {
-                Ok(Ok(true)) => pc.ready_for = None,
-                // Unsupported (very old server) or failed: do not reuse.
-                _ => {
-                    self.size.fetch_sub(1, Ordering::AcqRel);
-                    return;
-                }
-            }
-        }
+        // Never set for this client (module notes); honoured should the server send it.
+        let reset = reset || status(conn).contains(StatusFlags::SERVER_SESSION_STATE_CHANGED);
+        let settled = tokio::time::timeout(
+            HOUSEKEEPING_TIMEOUT,
+            self.settle_session(conn, flavor, reset, next, ready),
+        )
+        .await;
+        let Ok(Some(ready_for)) = settled else {
+            return pc.discard_conn();
+        };
+        let Some(conn) = pc.conn.take() else {
+            return;
+        };
         match self.idle.lock() {
             Ok(mut idle) => idle.push(Idle {
                 conn,
-                flavor: pc.flavor,
-                ready_for: pc.ready_for,
+                flavor,
+                ready_for,
                 since: Instant::now(),
             }),
             Err(_) => {
@@ -510,45 +817,200 @@ impl Inner {
         }
     }
 
+    /// [`Inner::release`]'s work on the connection: what it is ready for afterwards, or `None`
+    /// when it must be dropped.
+    async fn settle_session(
+        &self,
+        conn: &mut Conn,
+        flavor: Flavor,
+        mut reset: bool,
+        next: Option<Duration>,
+        ready: Option<Duration>,
+    ) -> Option<Option<Duration>> {
+        if let Some(timeout) = next
+            && !reset
+        {
+            if !self.leftovers_unreadable.load(Ordering::Acquire) {
+                match self.prepare(conn, flavor, timeout, true).await {
+                    Ok(Prepared::Ready) => return Some(Some(timeout)),
+                    Ok(Prepared::Leftovers) => {
+                        tracing::warn!(
+                            "a statement left user variables or named locks in the session; reset"
+                        );
+                    }
+                    Ok(Prepared::Unconfirmed) => return None,
+                    Err(mysql_async::Error::Server(se)) => {
+                        // A function may have changed settings the check depends on (a tiny
+                        // timeout): reset. Only a missing table or privilege stops the check.
+                        if LEFTOVERS_UNREADABLE.contains(&se.code) {
+                            tracing::warn!(
+                                code = se.code,
+                                "cannot read session leftovers; resetting after every statement"
+                            );
+                            self.leftovers_unreadable.store(true, Ordering::Release);
+                        }
+                    }
+                    Err(_) => return None,
+                }
+            }
+            reset = true;
+        }
+        if reset && !matches!(conn.reset().await, Ok(true)) {
+            // Unsupported (very old server) or failed: do not reuse.
+            return None;
+        }
+        match next {
+            Some(timeout) => match self.prepare(conn, flavor, timeout, false).await {
+                Ok(Prepared::Ready) => Some(Some(timeout)),
+                _ => None,
+            },
+            None if reset => Some(None),
+            None => Some(ready),
+        }
+    }
+
+    /// Sends the setup of a read-only statement (after the leftover check when `check`) and reads
+    /// the server's answer.
+    async fn prepare(
+        &self,
+        conn: &mut Conn,
+        flavor: Flavor,
+        timeout: Duration,
+        check: bool,
+    ) -> Result<Prepared, mysql_async::Error> {
+        if !check {
+            conn.query_drop(flavor.setup_sql(timeout, true)).await?;
+        } else {
+            let mut result = conn.query_iter(flavor.check_and_setup_sql(timeout)).await?;
+            let rows: Vec<Row> = result.collect().await?;
+            result.drop_result().await?;
+            // One row of two counts, both zero; anything else (no row: a function may have set
+            // `sql_select_limit=0`) is not a clean session.
+            let (variables, locks) = match rows.as_slice() {
+                [row] => (
+                    row.get_opt::<i64, _>(0).and_then(Result::ok),
+                    row.get_opt::<Option<i64>, _>(1).and_then(Result::ok),
+                ),
+                _ => (None, None),
+            };
+            if variables.is_some_and(|n| n < 0) {
+                tracing::warn!("cannot read session leftovers; resetting after every statement");
+                self.leftovers_unreadable.store(true, Ordering::Release);
+            }
+            if variables != Some(0) || locks != Some(Some(0)) {
+                return Ok(Prepared::Leftovers);
+            }
+        }
+        Ok(if in_transaction(conn, true) {
+            Prepared::Ready
+        } else {
+            Prepared::Unconfirmed
+        })
+    }
+
     /// Stops whatever connection `id` is running, from the dedicated killer connection (reopened
     /// once if it went stale). Best effort and bounded in time.
     async fn kill_query(&self, id: u32) {
-        let run = async {
-            let mut killer = self.killer.lock().await;
-            for _ in 0..2 {
-                let mut conn = match killer.take() {
-                    Some(c) => c,
-                    None => match self.connect().await {
-                        Ok((c, _)) => c,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not open a connection to cancel a statement");
-                            return;
-                        }
-                    },
-                };
-                match conn.query_drop(format!("KILL QUERY {id}")).await {
-                    Ok(()) => {
-                        *killer = Some(conn);
-                        return;
-                    }
-                    // Unknown thread: it is already gone, nothing to stop.
-                    Err(mysql_async::Error::Server(se)) => {
-                        if se.code != 1094 {
-                            tracing::warn!(code = se.code, "KILL QUERY failed");
-                        }
-                        *killer = Some(conn);
-                        return;
-                    }
-                    Err(_) => continue,
-                }
-            }
-        };
-        if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, run)
+        let sql = format!("KILL QUERY {id}");
+        if tokio::time::timeout(HOUSEKEEPING_TIMEOUT, self.on_killer(&sql, false))
             .await
             .is_err()
         {
             tracing::warn!("KILL QUERY did not finish in time");
         }
+    }
+
+    /// Whether server thread `id` still runs a statement (`None`: cannot tell).
+    async fn thread_busy(&self, id: u32) -> Option<bool> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE ID = {id} AND COMMAND <> 'Sleep'"
+        );
+        tokio::time::timeout(HOUSEKEEPING_TIMEOUT, self.on_killer(&sql, true))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Runs our own `sql` on the killer connection (opened, or reopened once if it went stale).
+    /// `counts`: read the first column of its one row as a count and say whether it is non-zero.
+    async fn on_killer(&self, sql: &str, counts: bool) -> Option<bool> {
+        let mut killer = self.killer.lock().await;
+        for _ in 0..2 {
+            let mut conn = match killer.take() {
+                Some(c) => c,
+                None => match self.connect().await {
+                    Ok((c, _)) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not open a connection to stop a statement");
+                        return None;
+                    }
+                },
+            };
+            let outcome = if counts {
+                conn.query_first::<Row, _>(sql).await.map(|row| {
+                    row.and_then(|r| r.get_opt::<i64, _>(0))
+                        .and_then(Result::ok)
+                        .map(|n| n > 0)
+                })
+            } else {
+                conn.query_drop(sql).await.map(|()| Some(true))
+            };
+            match outcome {
+                Ok(answer) => {
+                    *killer = Some(conn);
+                    return answer;
+                }
+                // Unknown thread: it is already gone, nothing to stop.
+                Err(mysql_async::Error::Server(se)) => {
+                    if se.code != 1094 {
+                        tracing::warn!(code = se.code, "stopping a statement failed");
+                    }
+                    *killer = Some(conn);
+                    return None;
+                }
+                Err(_) => continue,
+            }
+        }
+        None
+    }
+
+    /// Keeps a killed statement's pool slot until the server has finished with it: the
+    /// connection is dropped now (its socket closes, or mysql_async drains and quits it), then the
+    /// server thread is watched until it runs nothing, for at most [`KILLED_STATEMENT_LIMIT`].
+    /// `KILL QUERY` does not stop everything (module notes); this is what makes the pool size
+    /// bound the server threads kept busy.
+    async fn settle_killed(&self, mut pc: PooledConn) {
+        let id = pc.id;
+        pc.discard_conn();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.thread_busy(id).await {
+                Some(true) => {}
+                Some(false) | None => break,
+            }
+            if started.elapsed() >= KILLED_STATEMENT_LIMIT {
+                tracing::warn!(
+                    thread = id,
+                    "a killed statement is still running on the server; freeing its pool slot"
+                );
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+        drop(pc);
+    }
+
+    /// Kills `pc`'s statement and settles it in a task of its own, for callers that must answer
+    /// now (`schema`, `introspect`).
+    fn kill_in_background(self: &Arc<Self>, pc: PooledConn) {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            inner.kill_query(pc.id).await;
+            inner.settle_killed(pc).await;
+        });
     }
 }
 
@@ -585,6 +1047,8 @@ enum Start {
     Lost,
     /// The server refused our own setup.
     Setup(mysql_async::Error),
+    /// The server did not confirm the transaction our setup started.
+    Unconfirmed,
     /// The statement failed (prepare, params, execute); the connection is usable.
     Statement(ExecError),
     Stopped(Stop),
@@ -629,13 +1093,21 @@ impl Job {
         }
     }
 
-    /// Stops the statement on the server, discards the connection and reports why.
+    /// Ends the row stream for the consumer, before any work that follows the answer.
+    fn close_stream(&mut self) {
+        let (closed_tx, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, closed_tx));
+    }
+
+    /// Stops the statement on the server, reports why, and keeps the slot until the server is
+    /// done with it.
     async fn abort(&mut self, pc: PooledConn, stop: Stop) {
         self.inner.kill_query(pc.id).await;
-        drop(pc);
         if let Stop::Deadline = stop {
             self.fail(ExecError::Timeout(self.req.timeout)).await;
         }
+        self.close_stream();
+        self.inner.settle_killed(pc).await;
     }
 
     async fn run_inner(&mut self) {
@@ -647,9 +1119,9 @@ impl Job {
             Err(Stop::Deadline) => return self.fail(ExecError::Timeout(self.req.timeout)).await,
         };
 
-        // Setup (when needed), prepare (from the connection's statement cache when it has run
-        // before) and execute. A reused connection that turns out to be dead before the statement
-        // reached the server gets one more try on a fresh one.
+        // Setup (unless the connection is ready for it), prepare (from the connection's statement
+        // cache when it has run before) and execute. A reused connection that turns out to be
+        // dead before the statement reached the server gets one more try on a fresh one.
         let mut attempt = 0;
         let (id, stmt, mut result) = loop {
             attempt += 1;
@@ -658,10 +1130,7 @@ impl Job {
             match self.start(&mut pc).await {
                 Ok((stmt, result)) => break (id, stmt, result),
                 Err(Start::Dead(_)) if attempt == 1 && reused => {
-                    if let Some(old) = pc.conn.take() {
-                        inner.size.fetch_sub(1, Ordering::AcqRel);
-                        drop(old);
-                    }
+                    pc.discard_conn();
                     match bounded(&self.tx, self.deadline, inner.fill(&mut pc)).await {
                         Ok(Ok(())) => continue,
                         Ok(Err(e)) => return self.fail(e).await,
@@ -677,19 +1146,38 @@ impl Job {
                     let e = inner.map_err(e, self.req.timeout);
                     return self.fail(e).await;
                 }
-                Err(Start::Statement(e)) => return self.fail_and_rollback(pc, e).await,
+                Err(Start::Unconfirmed) => {
+                    tracing::error!("the server did not confirm the statement's transaction");
+                    return self
+                        .fail(ExecError::Unavailable(
+                            "the server did not confirm a read-only transaction".into(),
+                        ))
+                        .await;
+                }
+                Err(Start::Statement(e)) => return self.fail_and_release(pc, e).await,
                 Err(Start::Stopped(stop)) => return self.abort(pc, stop).await,
             }
         };
 
         if !self.req.is_query {
-            let dropped = bounded(&self.tx, self.deadline, result.drop_result()).await;
-            let affected = match dropped {
-                Ok(Ok(())) => pc.conn.as_ref().map_or(0, Conn::affected_rows),
-                Ok(Err(e)) => {
-                    let e = inner.map_err(e, self.req.timeout);
-                    return self.fail_and_rollback(pc, e).await;
+            // A statement that returns rows anyway (MariaDB's `INSERT … RETURNING`) reports how
+            // many it returned: the server's own count is 0 then.
+            let mut largest = 0usize;
+            let counted = bounded(&self.tx, self.deadline, async {
+                let returns_rows = !result.columns_ref().is_empty();
+                let mut rows = 0u64;
+                while let Some(row) = result.next().await? {
+                    rows += 1;
+                    largest = largest.max(row_bytes(&row));
                 }
+                result.drop_result().await?;
+                Ok::<_, mysql_async::Error>(returns_rows.then_some(rows))
+            })
+            .await;
+            let affected = match counted {
+                Ok(Ok(Some(rows))) => rows,
+                Ok(Ok(None)) => pc.conn.as_ref().map_or(0, Conn::affected_rows),
+                Ok(Err(e)) => return self.fail_midway(pc, id, e, largest).await,
                 Err(stop) => return self.abort(pc, stop).await,
             };
             if let Err(e) = self.finish(&mut pc).await {
@@ -698,7 +1186,7 @@ impl Job {
             if let Some(head) = self.head.take() {
                 let _ = head.send(Ok(Head::Affected(affected)));
             }
-            return inner.release(pc, self.reset_after()).await;
+            return self.release(pc, largest).await;
         }
 
         // The result's own metadata is authoritative (the prepared one may be cached).
@@ -741,26 +1229,28 @@ impl Job {
         let max_bytes = inner.settings.max_result_bytes;
         let mut count: u64 = 0;
         let mut total: u64 = 0;
+        let mut largest: usize = 0;
         loop {
             let row = match bounded(&self.tx, self.deadline, result.next()).await {
                 Ok(Ok(Some(row))) => row,
                 Ok(Ok(None)) => break,
                 Ok(Err(e)) => {
                     drop(result);
-                    let e = inner.map_err(e, self.req.timeout);
-                    return self.fail_discard(pc, id, e).await;
+                    return self.fail_midway(pc, id, e, largest).await;
                 }
                 Err(stop) => {
                     drop(result);
                     return self.abort(pc, stop).await;
                 }
             };
+            largest = largest.max(row_bytes(&row));
             if count >= self.req.max_rows {
                 // One row more than allowed exists: say so and stop the server's work.
                 self.truncated.store(true, Ordering::Release);
                 drop(result);
                 inner.kill_query(id).await;
-                return drop(pc);
+                self.close_stream();
+                return inner.settle_killed(pc).await;
             }
             let encoded = match encode_row(&kinds, &row) {
                 Ok(b) => b,
@@ -792,72 +1282,55 @@ impl Job {
         // Further result sets (none for a plain SELECT) are read and thrown away.
         match bounded(&self.tx, self.deadline, result.drop_result()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let e = inner.map_err(e, self.req.timeout);
-                return self.fail_discard(pc, id, e).await;
-            }
+            Ok(Err(e)) => return self.fail_midway(pc, id, e, largest).await,
             Err(stop) => return self.abort(pc, stop).await,
         }
         if let Err(e) = self.finish(&mut pc).await {
             return self.fail_discard(pc, id, e).await;
         }
-        // The stream ends here for the consumer; the reset happens after.
-        let (closed_tx, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.tx, closed_tx));
-        inner.release(pc, self.reset_after()).await;
+        // The stream ends here for the consumer; the reset or the next setup happens after.
+        self.close_stream();
+        self.release(pc, largest).await;
     }
 
-    /// A read-only query runs on its own, as an autocommit statement in a session set
-    /// `READ ONLY`: one round trip once the session is set up and the statement prepared. Anything
-    /// else runs inside an explicit transaction, which the setup opens and [`Job::finish`] ends.
-    fn autocommit(&self) -> bool {
-        self.req.read_only && self.req.is_query
-    }
-
-    /// Whether the connection's session is reset (`COM_RESET_CONNECTION`) before it goes back
-    /// to the pool: after anything but a read-only query, and after a query calling functions
-    /// whose bodies the policy could not see. A read-only query otherwise leaves nothing behind:
-    /// the policy refused variables, `SET`, locking functions and `LAST_INSERT_ID`, and the
-    /// read-only session refuses temporary tables and every write.
+    /// Whether the connection's session is reset (`COM_RESET_CONNECTION`) before it goes back to
+    /// the pool: after anything but a read-only query, and after a query calling functions whose
+    /// bodies the policy could not see. A read-only query's connection is checked for leftovers
+    /// instead (module notes).
     fn reset_after(&self) -> bool {
-        !self.autocommit() || self.req.may_change_session
+        !self.req.read_only || !self.req.is_query || self.req.may_change_session
     }
 
-    /// The setup this statement needs on this connection, if any: our own trusted text.
-    fn setup_sql(&self, pc: &PooledConn) -> Option<String> {
-        if self.autocommit() && pc.ready_for == Some(self.req.timeout) {
-            return None;
+    /// Gives the connection back for the next statement, unless it read a row large enough to
+    /// have grown its buffer.
+    async fn release(&self, mut pc: PooledConn, largest_row: usize) {
+        if largest_row > GROWN_ROW {
+            pc.discard_conn();
+            return;
         }
-        let timeout = pc.flavor.timeout_setting(self.req.timeout);
-        if self.autocommit() {
-            return Some(format!(
-                "{PIN_SESSION}, {timeout}; SET SESSION TRANSACTION READ ONLY"
-            ));
-        }
-        let begin = if self.req.read_only {
-            "START TRANSACTION READ ONLY"
-        } else {
-            "START TRANSACTION READ WRITE"
-        };
-        Some(format!("{PIN_SESSION}, {timeout}; {begin}"))
+        let next = self.req.read_only.then_some(self.req.timeout);
+        self.inner.release(pc, self.reset_after(), next).await;
     }
 
-    /// Sets the session up when needed, prepares the statement and starts executing it.
+    /// Sets the session up unless the connection is ready for this statement, prepares the
+    /// statement and starts executing it.
     async fn start<'c>(
         &self,
         pc: &'c mut PooledConn,
     ) -> Result<(mysql_async::Statement, BinaryResult<'c>), Start> {
-        let setup = self.setup_sql(pc);
+        // Ready: pinned, in a fresh read-only transaction the server confirmed, with this
+        // timeout. Used up by this statement whatever happens.
+        let ready = self.req.read_only && pc.ready_for == Some(self.req.timeout);
+        pc.ready_for = None;
+        let flavor = pc.flavor;
         let Some(conn) = pc.conn.as_mut() else {
             return Err(Start::Lost);
         };
-        let sent_setup = setup.is_some();
-        if let Some(setup) = setup {
+        if !ready {
+            let setup = flavor.setup_sql(self.req.timeout, self.req.read_only);
             match bounded(&self.tx, self.deadline, conn.query_drop(setup)).await {
-                Ok(Ok(())) => {
-                    // After a transaction's setup the session is reset when the statement ends.
-                    pc.ready_for = self.autocommit().then_some(self.req.timeout);
-                }
+                Ok(Ok(())) if in_transaction(conn, self.req.read_only) => {}
+                Ok(Ok(())) => return Err(Start::Unconfirmed),
                 Ok(Err(e @ mysql_async::Error::Server(_))) => return Err(Start::Setup(e)),
                 Ok(Err(e)) => return Err(Start::Dead(e)),
                 Err(stop) => return Err(Start::Stopped(stop)),
@@ -865,12 +1338,12 @@ impl Job {
         }
         // Without a setup round trip, a dead connection first shows here; a read-only
         // statement that may or may not have reached the server is safe to run again.
-        let retry_ok = !sent_setup && self.autocommit();
+        let retry_ok = ready;
         let failed = |e: mysql_async::Error| match e {
             e @ mysql_async::Error::Server(_) => {
                 Start::Statement(self.inner.map_err(e, self.req.timeout))
             }
-            e if retry_ok => Start::Dead(e),
+            e if retry_ok && !packet_too_large(&e) => Start::Dead(e),
             e => Start::Statement(self.inner.map_err(e, self.req.timeout)),
         };
         let stmt = match bounded(&self.tx, self.deadline, conn.prep(self.req.sql.as_str())).await {
@@ -887,19 +1360,14 @@ impl Job {
         }
     }
 
-    /// Ends the transaction: COMMIT for read-write, ROLLBACK for read-only; nothing to end for
-    /// an autocommit statement.
+    /// Commits a read-write statement's transaction. A read-only one is rolled back by the
+    /// release, after the answer.
     async fn finish(&mut self, pc: &mut PooledConn) -> Result<(), ExecError> {
-        if self.autocommit() {
+        if self.req.read_only {
             return Ok(());
         }
-        let end = if self.req.read_only {
-            "ROLLBACK"
-        } else {
-            "COMMIT"
-        };
         let conn = pc.conn()?;
-        match bounded(&self.tx, self.deadline, conn.query_drop(end)).await {
+        match bounded(&self.tx, self.deadline, conn.query_drop("COMMIT")).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.inner.map_err(e, self.req.timeout)),
             Err(Stop::Deadline) => Err(ExecError::Timeout(self.req.timeout)),
@@ -907,30 +1375,40 @@ impl Job {
         }
     }
 
-    /// A statement error before any row: roll back and keep the connection if that works.
-    async fn fail_and_rollback(&mut self, mut pc: PooledConn, e: ExecError) {
+    /// A statement error before any row: report it, then give the connection back (its
+    /// transaction is rolled back by the reset or the next setup).
+    async fn fail_and_release(&mut self, pc: PooledConn, e: ExecError) {
         self.fail(e).await;
-        if self.autocommit() {
-            // Nothing to roll back: the failed statement was its own transaction.
-            return self.inner.release(pc, self.reset_after()).await;
-        }
-        let rolled_back = match pc.conn.as_mut() {
-            Some(conn) => matches!(
-                tokio::time::timeout(HOUSEKEEPING_TIMEOUT, conn.query_drop("ROLLBACK")).await,
-                Ok(Ok(()))
-            ),
-            None => false,
-        };
-        if rolled_back {
-            self.inner.release(pc, self.reset_after()).await;
-        }
+        self.release(pc, 0).await;
     }
 
-    /// An error mid-statement: stop it on the server, discard the connection, report.
+    /// A driver error while reading the statement's results. The server's own error ends the
+    /// statement there (its ERR packet is the last thing it sends), so the connection is given
+    /// back as after any statement; anything else leaves it in an unknown state.
+    async fn fail_midway(
+        &mut self,
+        pc: PooledConn,
+        id: u32,
+        e: mysql_async::Error,
+        largest_row: usize,
+    ) {
+        let ended = matches!(e, mysql_async::Error::Server(_));
+        let e = self.inner.map_err(e, self.req.timeout);
+        if !ended {
+            return self.fail_discard(pc, id, e).await;
+        }
+        self.fail(e).await;
+        self.close_stream();
+        self.release(pc, largest_row).await;
+    }
+
+    /// An error mid-statement: stop it on the server, report, and keep the slot until the server
+    /// is done with it.
     async fn fail_discard(&mut self, pc: PooledConn, id: u32, e: ExecError) {
         self.inner.kill_query(id).await;
-        drop(pc);
         self.fail(e).await;
+        self.close_stream();
+        self.inner.settle_killed(pc).await;
     }
 }
 
