@@ -670,6 +670,47 @@ async fn a_reader_that_goes_away_mid_stream_stops_the_statement_and_is_audited()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_before_the_answer_stops_the_statement_and_is_audited() {
+    let pg = pg_world(json!({"extra_functions": ["pg_sleep"]})).await;
+    // A buffered answer: nothing is sent before the statement ends, and the client gives up.
+    let gone = pg
+        .gw
+        .request(&pg.gw.owner, "POST", &format!("/v1/apps/{}/query", pg.app))
+        .timeout(Duration::from_millis(500))
+        .json(&json!({"sql": "SELECT pg_sleep(20) AS slept"}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client was meant to give up: {gone:?}");
+
+    let role = &pg.acme.accounts.analyst.0;
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}' AND state <> 'idle'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audited = pg
+            .gw
+            .audit(&pg.gw.owner, "action=query&outcome=failed")
+            .await;
+        if pg.admin_count(&running).await == 0 && !audited.is_empty() {
+            assert_eq!(audited[0]["code"], "client_disconnected", "{audited:?}");
+            assert_eq!(audited[0]["row_count"], Value::Null, "{audited:?}");
+            assert_eq!(
+                audited[0]["sql"], "SELECT pg_sleep(20) AS slept",
+                "{audited:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the statement kept running or the attempt was not audited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg.gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mysql_statement_past_its_timeout_answers_504_and_leaves_nothing_running() {
     use mysql_async::prelude::Queryable;
     let my = mysql_acme().await;

@@ -38,8 +38,8 @@ pub(super) enum End<'a> {
     Answered(u64),
     /// Refused or failed: before any execution (`None`), or after this many rows were read.
     Refused(&'a QueryError, Option<u64>),
-    /// The client went away after this many rows.
-    Gone(u64),
+    /// The client went away: after this many rows, or before any answer (`None`).
+    Gone(Option<u64>),
 }
 
 impl Attempt {
@@ -72,8 +72,11 @@ impl Attempt {
             End::Gone(n) => (
                 Outcome::Failed,
                 Some(Code::ClientDisconnected),
-                Some("the client went away while rows streamed".to_owned()),
-                Some(n),
+                Some(match n {
+                    Some(_) => "the client went away while rows streamed".to_owned(),
+                    None => "the client went away before the answer".to_owned(),
+                }),
+                n,
             ),
         };
         let seconds = self.started.elapsed().as_secs_f64();
@@ -134,7 +137,10 @@ pub struct Summary {
 pub struct RowAnswer {
     pub columns: Vec<Column>,
     pub datasource: DatasourceRef,
-    rows: RowStream,
+    /// Dropped as soon as the answer ends, before its audit record is awaited: a driver's work
+    /// after the last row (MySQL's next-transaction setup, a killed statement's wait) starts
+    /// then, and the connection comes back without waiting for the commit.
+    rows: Option<RowStream>,
     /// Boxed: an audit record is large, and answers are moved between tasks.
     attempt: Option<Box<Attempt>>,
     read: u64,
@@ -152,7 +158,7 @@ impl RowAnswer {
         RowAnswer {
             columns: rows.columns.clone(),
             datasource,
-            rows,
+            rows: Some(rows),
             attempt: Some(Box::new(attempt)),
             read: 0,
             _permit: permit,
@@ -166,7 +172,7 @@ impl RowAnswer {
 
     /// All rows were read: the record is committed, and the summary may go out.
     pub async fn finish(mut self) -> Result<Summary, QueryError> {
-        let truncated = self.rows.truncated();
+        let truncated = self.rows.take().is_some_and(|rows| rows.truncated());
         let n = self.read;
         let Some(attempt) = self.attempt.take() else {
             return Err(QueryError::request(
@@ -187,6 +193,7 @@ impl RowAnswer {
     /// error instead when the record could not be committed).
     pub async fn failed(mut self, e: ExecError) -> QueryError {
         let err = QueryError::Exec(e);
+        self.rows = None;
         match self.attempt.take() {
             Some(attempt) => match attempt.finish(End::Refused(&err, Some(self.read))).await {
                 Ok(()) => err,
@@ -198,8 +205,9 @@ impl RowAnswer {
 
     /// The client went away: the statement stops with the stream, and that is recorded.
     pub async fn abandon(mut self) {
+        self.rows = None;
         if let Some(attempt) = self.attempt.take() {
-            let _ = attempt.finish(End::Gone(self.read)).await;
+            let _ = attempt.finish(End::Gone(Some(self.read))).await;
         }
     }
 }
@@ -208,7 +216,10 @@ impl futures::Stream for RowAnswer {
     type Item = Result<Bytes, ExecError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = Pin::new(&mut self.rows).poll_next(cx);
+        let Some(rows) = self.rows.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = Pin::new(rows).poll_next(cx);
         if let Poll::Ready(Some(Ok(_))) = &next {
             self.read += 1;
         }
@@ -224,7 +235,7 @@ impl Drop for RowAnswer {
         {
             let n = self.read;
             rt.spawn(async move {
-                let _ = attempt.finish(End::Gone(n)).await;
+                let _ = attempt.finish(End::Gone(Some(n))).await;
             });
         }
     }

@@ -125,13 +125,17 @@ impl QueryService {
         if ctx.origin == Origin::Mcp {
             rec.detail = Some(json!({"via": "mcp"}));
         }
-        let mut attempt = Attempt {
+        // Finished below whatever happens; if this future is dropped first (the client went away
+        // before the answer), the guard records that instead.
+        let mut pending = Unanswered(Some(Attempt {
             rec,
             started: Instant::now(),
             kind: "-",
             shared: self.shared.clone(),
-        };
-        match self.run_inner(&ctx, request, &mut attempt).await {
+        }));
+        let ran = self.run_inner(&ctx, request, pending.attempt()).await;
+        let attempt = pending.answered();
+        match ran {
             Ok(Running::Affected(rows_affected, datasource)) => {
                 let elapsed_ms = attempt.elapsed_ms();
                 attempt.finish(End::Answered(rows_affected)).await?;
@@ -248,6 +252,33 @@ impl QueryService {
                 Ok(Running::Affected(rows_affected, datasource))
             }
             Execution::Rows(rows) => Ok(Running::Rows(rows, datasource, permit)),
+        }
+    }
+}
+
+/// An attempt whose `run` future may be dropped before it answers (an HTTP client that hung up,
+/// an MCP call cancelled): the record still goes in, as a client that went away.
+struct Unanswered(Option<Attempt>);
+
+impl Unanswered {
+    fn attempt(&mut self) -> &mut Attempt {
+        self.0.as_mut().expect("present until answered")
+    }
+
+    /// The run got as far as an answer (or a refusal): the caller finishes the attempt.
+    fn answered(mut self) -> Attempt {
+        self.0.take().expect("answered once")
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(attempt) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = attempt.finish(End::Gone(None)).await;
+            });
         }
     }
 }
