@@ -10,9 +10,36 @@ use support::db::PgTestDb;
 use support::gateway::{Gateway, pg_server};
 
 struct World {
-    _db: PgTestDb,
+    db: PgTestDb,
+    role: String,
     gw: Gateway,
     ds: String,
+}
+
+impl World {
+    /// Waits until `n` statements of the datasource's account sleep on the server.
+    async fn until_sleeping(&self, n: i64) {
+        let admin = self.db.admin_client().await;
+        let started = Instant::now();
+        loop {
+            let row = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE usename = $1 AND query LIKE '%pg_sleep%' AND state = 'active'",
+                    &[&self.role],
+                )
+                .await
+                .expect("pg_stat_activity");
+            if row.get::<_, i64>(0) >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the holders never started sleeping"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A gateway with one PostgreSQL datasource (pool of `pool` connections) on a fresh database.
@@ -34,7 +61,7 @@ async fn world(pool: usize, tweak: impl FnOnce(&mut sluice::config::Config)) -> 
             }),
         )
         .await;
-    World { _db: db, gw, ds }
+    World { db, role, gw, ds }
 }
 
 /// A query's status, error code (if any), Retry-After (if any) and how long it took.
@@ -60,8 +87,8 @@ async fn queries_beyond_the_pool_wait_their_bounded_time_then_answer_503_pool_ti
     let gw = &w.gw;
     let holders = futures::future::join_all((0..2).map(|_| timed(gw, &app, "SELECT pg_sleep(2)")));
     let waiters = async {
-        // Let the two holders take both connections first.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The two holders take both connections first.
+        w.until_sleeping(2).await;
         futures::future::join_all((0..3).map(|_| timed(gw, &app, "SELECT 1 AS one"))).await
     };
     let (held, waited) = tokio::join!(holders, waiters);
