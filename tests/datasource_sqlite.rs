@@ -1,8 +1,9 @@
-//! The SQLite driver against real files under an allowed root.
+//! The SQLite driver against real files under an allowed root: what is particular to SQLite.
+//! What every driver does (max_rows, streaming, writes, deadlines, cancellation, pool bounds, the
+//! allowed roots, check and schema, the result cap) is checked in `tests/driver_contract.rs`.
 mod support;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -111,11 +112,6 @@ async fn assert_idle_within_a_second(pool: &SqlitePool) {
     }
 }
 
-const FOREVER: &str =
-    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT n FROM c";
-const COUNT_FOREVER: &str =
-    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) FROM c";
-
 #[tokio::test]
 async fn values_map_by_storage_class_and_types_name_the_declaration_or_the_class() {
     let f = Fixture::new(
@@ -203,73 +199,6 @@ async fn params_bind_by_position_and_misfits_are_bad_params() {
 }
 
 #[tokio::test]
-async fn max_rows_cuts_the_result_and_reports_truncation_only_when_more_rows_exist() {
-    let f = Fixture::new("");
-    let pool = f.pool(2).await;
-    let mut req = query(FOREVER);
-    req.max_rows = 10;
-    let (stream, rows) = collect(&pool, req).await;
-    assert_eq!(rows.len(), 10);
-    assert!(stream.truncated());
-
-    let mut req = query("SELECT 1 UNION ALL SELECT 2");
-    req.max_rows = 2;
-    let (stream, rows) = collect(&pool, req).await;
-    assert_eq!(rows.len(), 2);
-    assert!(!stream.truncated());
-    assert_idle_within_a_second(&pool).await;
-}
-
-#[tokio::test]
-async fn a_million_rows_stream_through_as_they_arrive() {
-    let f = Fixture::new("");
-    let pool = f.pool(2).await;
-    let mut stream = rows_of(
-        pool.execute(query(
-            "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000000) \
-             SELECT n FROM c",
-        ))
-        .await
-        .unwrap(),
-    );
-    let mut count = 0u64;
-    let mut sum = 0u64;
-    while let Some(r) = stream.next().await {
-        let r = r.unwrap();
-        let n: u64 = std::str::from_utf8(&r[1..r.len() - 1])
-            .unwrap()
-            .parse()
-            .unwrap();
-        sum += n;
-        count += 1;
-    }
-    assert_eq!(count, 1_000_000);
-    assert_eq!(sum, 1_000_000 * 1_000_001 / 2);
-    assert!(!stream.truncated());
-}
-
-#[tokio::test]
-async fn writes_on_a_read_write_datasource_commit_and_report_rows_affected() {
-    let f = Fixture::new("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
-    let pool = f.pool(2).await;
-    let mut req = write("INSERT INTO t VALUES (?, ?), (?, ?)");
-    req.params = vec![json!(1), json!("a"), json!(2), json!("b")];
-    match pool.execute(req).await.unwrap() {
-        Execution::Affected { rows_affected } => assert_eq!(rows_affected, 2),
-        Execution::Rows(_) => panic!("a write reports rows affected"),
-    }
-    match pool.execute(write("UPDATE t SET v = 'c'")).await.unwrap() {
-        Execution::Affected { rows_affected } => assert_eq!(rows_affected, 2),
-        Execution::Rows(_) => panic!("a write reports rows affected"),
-    }
-    let n: i64 = f
-        .admin()
-        .query_row("SELECT count(*) FROM t WHERE v = 'c'", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 2, "the writes were committed");
-}
-
-#[tokio::test]
 async fn read_only_connections_refuse_every_kind_of_write() {
     let f = Fixture::new("CREATE TABLE t (id INTEGER); CREATE TABLE log (id INTEGER)");
     let pool = f.pool(2).await;
@@ -316,140 +245,6 @@ async fn a_statement_with_a_second_statement_behind_it_is_refused() {
         vec![json!([0])],
         "the table is intact and nothing ran"
     );
-}
-
-#[tokio::test]
-async fn a_statement_past_its_timeout_is_interrupted() {
-    let f = Fixture::new("");
-    let pool = f.pool(2).await;
-    let mut req = query(COUNT_FOREVER);
-    req.timeout = Duration::from_millis(300);
-    let started = Instant::now();
-    let err = pool.execute(req).await.err().unwrap();
-    assert!(matches!(err, ExecError::Timeout(_)), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert_idle_within_a_second(&pool).await;
-}
-
-#[tokio::test]
-async fn the_deadline_covers_streaming_too() {
-    let f = Fixture::new("");
-    let pool = f.pool(2).await;
-    let mut req = query(FOREVER);
-    req.timeout = Duration::from_millis(300);
-    let mut stream = rows_of(pool.execute(req).await.unwrap());
-    let mut last = None;
-    while let Some(r) = stream.next().await {
-        if r.is_err() {
-            last = Some(r);
-            break;
-        }
-    }
-    let err = last.expect("the stream ends with an error").unwrap_err();
-    assert!(matches!(err, ExecError::Timeout(_)), "{err:?}");
-    assert_idle_within_a_second(&pool).await;
-}
-
-#[tokio::test]
-async fn dropping_a_stream_or_the_execute_future_stops_the_statement() {
-    let f = Fixture::new("");
-    let pool = f.pool(2).await;
-    let mut stream = rows_of(pool.execute(query(FOREVER)).await.unwrap());
-    for _ in 0..5 {
-        stream.next().await.unwrap().unwrap();
-    }
-    assert_eq!(pool.stats().in_use, 1);
-    drop(stream);
-    assert_idle_within_a_second(&pool).await;
-
-    let mut fut = Box::pin(pool.execute(query(COUNT_FOREVER)));
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), &mut fut)
-            .await
-            .is_err()
-    );
-    assert_eq!(pool.stats().in_use, 1);
-    drop(fut);
-    assert_idle_within_a_second(&pool).await;
-}
-
-#[tokio::test]
-async fn a_full_pool_makes_the_next_request_wait_then_fail_with_pool_timeout() {
-    let f = Fixture::new("");
-    let pool = Arc::new(f.pool(1).await);
-    let busy = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let mut req = query(COUNT_FOREVER);
-            req.timeout = Duration::from_secs(2);
-            pool.execute(req).await.err()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
-    let err = pool.execute(query("SELECT 1")).await.err().unwrap();
-    assert_eq!(err, ExecError::PoolTimeout);
-    assert!(started.elapsed() >= Duration::from_millis(450));
-    assert!(matches!(busy.await.unwrap(), Some(ExecError::Timeout(_))));
-    let (_, rows) = collect(&pool, query("SELECT 1")).await;
-    assert_eq!(rows, vec![json!([1])]);
-}
-
-#[tokio::test]
-async fn a_file_outside_the_allowed_roots_is_refused() {
-    let f = Fixture::new("");
-    let elsewhere = tempfile::tempdir().unwrap();
-    let settings = RegistrySettings {
-        sqlite_roots: vec![elsewhere.path().to_path_buf()],
-        ..f.settings()
-    };
-    let err = SqlitePool::open(&f.spec(1), &settings).await.err().unwrap();
-    assert!(matches!(err, ExecError::NotAllowed(_)), "{err:?}");
-}
-
-#[tokio::test]
-async fn check_and_schema_describe_the_file_and_its_tables() {
-    let f = Fixture::new(
-        "CREATE TABLE people (id INTEGER NOT NULL PRIMARY KEY, name TEXT);
-         CREATE VIEW names AS SELECT name FROM people;",
-    );
-    let pool = f.pool(1).await;
-    let info = pool.check().await.unwrap();
-    assert!(info.server_version.starts_with("SQLite 3."), "{info:?}");
-    let tables = pool.schema().await.unwrap();
-    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["names", "people"]);
-    let people = &tables[1];
-    assert_eq!(people.columns.len(), 2);
-    assert_eq!(people.columns[0].type_name, "INTEGER");
-    assert!(!people.columns[0].nullable);
-    assert!(people.columns[1].nullable);
-    pool.close();
-    let err = pool.execute(query("SELECT 1")).await.err().unwrap();
-    assert!(matches!(err, ExecError::Unavailable(_)), "{err:?}");
-    assert_eq!(pool.stats().size, 0);
-}
-
-#[tokio::test]
-async fn a_result_past_the_byte_limit_stops_with_result_too_large() {
-    let f = Fixture::new("");
-    let settings = RegistrySettings {
-        max_result_bytes: 10_000,
-        ..f.settings()
-    };
-    let pool = SqlitePool::open(&f.spec(1), &settings).await.unwrap();
-    let mut stream = rows_of(pool.execute(query(FOREVER)).await.unwrap());
-    let mut bytes = 0;
-    let mut last = None;
-    while let Some(r) = stream.next().await {
-        match r {
-            Ok(b) => bytes += b.len(),
-            Err(e) => last = Some(e),
-        }
-    }
-    assert_eq!(last, Some(ExecError::ResultTooLarge(10_000)));
-    assert!(bytes <= 10_000, "{bytes} bytes were sent");
-    assert_idle_within_a_second(&pool).await;
 }
 
 /// One call of a quadratic built-in: SQLite looks at its interrupt only between VDBE steps, so
@@ -769,39 +564,6 @@ async fn foreign_keys_are_enforced_so_their_cascades_are_in_the_catalogue() {
         c.relations[&main_rel("parent")].cascades,
         [main_rel("child")]
     );
-}
-
-#[tokio::test]
-async fn a_consumer_that_stops_reading_does_not_hold_the_connection_past_the_deadline() {
-    let f = Fixture::new("");
-    let pool = f.pool(1).await;
-    let mut req = query(FOREVER);
-    req.timeout = Duration::from_millis(500);
-    let mut stream = rows_of(pool.execute(req).await.unwrap());
-    stream.next().await.unwrap().unwrap();
-    // The consumer reads nothing more: the worker waits for room until the deadline, no longer.
-    let start = Instant::now();
-    while pool.stats().in_use != 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "the worker still waits for the consumer"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(pool.abandoned(), 0, "it stopped by itself");
-    let (_, rows) = collect(&pool, query("SELECT 1")).await;
-    assert_eq!(rows, vec![json!([1])], "the pool slot is free");
-    // The rows sent before the deadline, then the timeout.
-    let mut count = 0;
-    let mut last = None;
-    while let Some(r) = stream.next().await {
-        match r {
-            Ok(_) => count += 1,
-            Err(e) => last = Some(e),
-        }
-    }
-    assert!(count > 0);
-    assert!(matches!(last, Some(ExecError::Timeout(_))), "{last:?}");
 }
 
 #[tokio::test]
