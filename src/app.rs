@@ -1,9 +1,13 @@
 //! Builds the application from a configuration and runs it until a shutdown signal: binds the
-//! listener first (so tests can ask for port 0 and learn the real port), then serves.
+//! listener first (so tests can ask for port 0 and learn the real port), then serves, over plain
+//! HTTP or, with `tls.*` set, HTTPS (see `crate::tls`; SIGHUP reloads the certificate).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 use crate::audit::{AuditSettings, AuditWriter};
@@ -14,9 +18,12 @@ use crate::http::{AppState, router};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::store::{MasterKey, Store};
+use crate::tls::{CertInfo, TlsListener};
 
 pub struct Application {
     listener: TcpListener,
+    /// `Some` when the listener speaks HTTPS.
+    tls: Option<Arc<TlsListener>>,
     pub state: Arc<AppState>,
 }
 
@@ -32,6 +39,9 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // First, so a bad certificate or key stops startup (naming the field) before anything
+        // is created on disk.
+        let tls = TlsListener::from_config(&config.tls)?.map(Arc::new);
         let store = Arc::new(open_store(&config)?);
         let audit = Arc::new(AuditWriter::start(
             &config.store_path(),
@@ -83,7 +93,11 @@ impl Application {
             metrics,
             query,
         });
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            tls,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -97,9 +111,34 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
+        // Listening for SIGHUP before the startup line, so a SIGHUP sent as soon as the line is
+        // seen reloads instead of ending the process (the default action).
+        #[cfg(unix)]
+        let reloads = match &self.tls {
+            Some(tls) => Some(reload_on_sighup(tls.clone())?),
+            None => None,
+        };
         let background = tokio::spawn(background_tasks(state.clone()));
         let app = router(state.clone());
-        tracing::info!(addr = %self.listener.local_addr()?, "sluice listening");
+        let addr = self.listener.local_addr()?;
+        match &self.tls {
+            None => tracing::info!(addr = %addr, scheme = "http", "sluice listening"),
+            Some(tls) => {
+                let cert = tls.current();
+                tracing::info!(
+                    addr = %addr,
+                    scheme = "https",
+                    alpn = "h2,http/1.1",
+                    handshake_timeout_ms = tls.handshake_timeout().as_millis() as u64,
+                    cert_subject = %cert.subject,
+                    cert_dns_names = %cert.dns_names.join(","),
+                    cert_serial = %cert.serial,
+                    cert_not_after = %not_after(&cert),
+                    "sluice listening"
+                );
+                warn_if_expired(&cert);
+            }
+        }
         // The grace period starts when the signal arrives, not when serving starts.
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
@@ -115,7 +154,7 @@ impl Application {
             }
         };
         let header_timeout = Duration::from_millis(state.config.limits.header_read_timeout_ms);
-        let serve = serve_connections(self.listener, app, header_timeout, signal);
+        let serve = serve_connections(self.listener, self.tls, app, header_timeout, signal);
         tokio::select! {
             () = serve => {},
             () = grace_over => tracing::warn!(
@@ -124,6 +163,10 @@ impl Application {
             ),
         }
         background.abort();
+        #[cfg(unix)]
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
         tracing::info!("draining done; flushing the audit log");
         state.audit.shutdown().await?;
         tracing::info!("sluice stopped");
@@ -132,10 +175,14 @@ impl Application {
 }
 
 /// Accepts connections until `signal` resolves, then waits for the open ones to finish. Each
-/// connection gets `header_timeout` to send its request headers (slow-header clients cannot hold
-/// connections open), and speaks HTTP/1.1 or HTTP/2 as the client asks.
+/// connection gets `header_timeout` to send its first bytes and then its request headers
+/// (silent or slow-header clients cannot hold connections open), and speaks HTTP/1.1 or HTTP/2
+/// as the client asks. With `tls`, each connection first gets `tls.handshake_timeout_ms` for
+/// the TLS handshake, in a task of its own so a slow handshake never holds up the accept loop;
+/// a handshake still running when `signal` resolves is dropped (it has no request in flight).
 async fn serve_connections(
     listener: TcpListener,
+    tls: Option<Arc<TlsListener>>,
     app: axum::Router,
     header_timeout: Duration,
     signal: impl std::future::Future<Output = ()>,
@@ -150,6 +197,7 @@ async fn serve_connections(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(signal);
     loop {
         tokio::select! {
@@ -164,11 +212,38 @@ async fn serve_connections(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                let Some(tls) = &tls else {
+                    let io = TokioIo::new(FirstBytesDeadline::new(stream, header_timeout));
+                    let service = TowerToHyperService::new(app.clone());
+                    let conn = builder.serve_connection_with_upgrades(io, service);
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                };
+                // Taken now, so the drain below waits for this connection too.
+                let watcher = graceful.watcher();
+                let mut stopping = stopping_rx.clone();
+                let (tls, builder, app) = (tls.clone(), builder.clone(), app.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let handshake = tokio::select! {
+                        handshake = tls.accept(stream) => handshake,
+                        _ = stopping.wait_for(|stopping| *stopping) => return,
+                    };
+                    let stream = match handshake {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let io = TokioIo::new(FirstBytesDeadline::new(stream, header_timeout));
+                    let service = TowerToHyperService::new(app);
+                    let conn = builder.serve_connection_with_upgrades(io, service);
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -177,7 +252,153 @@ async fn serve_connections(
         }
     }
     drop(listener);
+    let _ = stopping_tx.send(true);
     graceful.shutdown().await;
+}
+
+/// The HTTP/2 connection preface; a connection is HTTP/2 when it starts with these bytes.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Fails a connection's reads once `limits.header_read_timeout_ms` has passed while it has sent
+/// nothing or only the start of the HTTP/2 preface. hyper's own header timeout starts only once
+/// the protocol is known, which takes the first bytes (all 24 of the preface for HTTP/2): without
+/// this, a client that connects and stays silent would hold its connection forever. Once the
+/// bytes decide the protocol the wrapper steps aside.
+struct FirstBytesDeadline<I> {
+    inner: I,
+    /// `None` once the protocol is decided.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes read so far, all of them a prefix of [`H2_PREFACE`].
+    seen: usize,
+}
+
+impl<I> FirstBytesDeadline<I> {
+    fn new(inner: I, limit: Duration) -> Self {
+        FirstBytesDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            seen: 0,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstBytesDeadline<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some(deadline) = this.deadline.as_mut() else {
+            return polled;
+        };
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                let total = this.seen + new.len();
+                if new.is_empty()
+                    || total >= H2_PREFACE.len()
+                    || H2_PREFACE[this.seen..total] != *new
+                {
+                    this.deadline = None;
+                } else {
+                    this.seen = total;
+                }
+            }
+            Poll::Ready(Err(_)) => this.deadline = None,
+            Poll::Pending => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    this.deadline = None;
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request started within the header read timeout",
+                    )));
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstBytesDeadline<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Reloads the certificate on every SIGHUP; a failed reload is logged and changes nothing.
+#[cfg(unix)]
+fn reload_on_sighup(tls: Arc<TlsListener>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloading = tls.clone();
+            match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                Ok(Ok(cert)) => {
+                    tracing::info!(
+                        cert_subject = %cert.subject,
+                        cert_dns_names = %cert.dns_names.join(","),
+                        cert_serial = %cert.serial,
+                        cert_not_after = %not_after(&cert),
+                        "reloaded the TLS certificate; new connections get it"
+                    );
+                    warn_if_expired(&cert);
+                }
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "could not reload the TLS certificate; still serving the previous one"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "could not reload the TLS certificate; still serving the previous one"
+                ),
+            }
+        }
+    }))
+}
+
+fn not_after(cert: &CertInfo) -> String {
+    cert.not_after
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn warn_if_expired(cert: &CertInfo) {
+    if let Some(t) = cert.not_after
+        && t < chrono::Utc::now()
+    {
+        tracing::warn!(
+            cert_not_after = %t.to_rfc3339(),
+            "the TLS certificate has expired: clients will refuse it"
+        );
+    }
 }
 
 /// Picks up store changes made by other processes (the CLI) and closes idle pools.

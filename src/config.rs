@@ -29,6 +29,7 @@ pub struct Config {
     pub audit: Audit,
     pub log: Log,
     pub mcp: Mcp,
+    pub tls: Tls,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +135,22 @@ pub struct Mcp {
     pub public_url: Option<String>,
 }
 
+/// HTTPS on the listener. Both files set: the listener speaks TLS only (HTTP/2 and HTTP/1.1
+/// through ALPN); neither set: plain HTTP (local use, or behind a proxy that terminates TLS).
+/// Both files are read at startup (a bad one stops it) and again on SIGHUP, when a bad one is
+/// logged and the certificate being served stays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM file with the certificate chain, the server's certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Time a client has, from the TCP connection, to finish the TLS handshake (then the
+    /// connection is closed).
+    pub handshake_timeout_ms: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -164,6 +181,17 @@ impl Default for Config {
             audit: Audit::default(),
             log: Log::default(),
             mcp: Mcp::default(),
+            tls: Tls::default(),
+        }
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert_file: None,
+            key_file: None,
+            handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -328,6 +356,7 @@ impl Config {
             ("mcp.max_rows", self.mcp.max_rows),
             ("mcp.max_result_bytes", self.mcp.max_result_bytes),
             ("mcp.max_request_bytes", self.mcp.max_request_bytes as u64),
+            ("tls.handshake_timeout_ms", self.tls.handshake_timeout_ms),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -351,6 +380,21 @@ impl Config {
                         .to_owned(),
                 ));
             }
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "tls.cert_file is set but tls.key_file is not: set both for HTTPS, or neither"
+                        .to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "tls.key_file is set but tls.cert_file is not: set both for HTTPS, or neither"
+                        .to_owned(),
+                ));
+            }
+            _ => {}
         }
         if self.pools.default_size > self.pools.max_size {
             return Err(ConfigError::Invalid(
@@ -563,6 +607,53 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("mcp.max_rows"), "{e}");
+    }
+
+    #[test]
+    fn the_tls_section_is_unset_by_default_and_takes_both_files_or_neither() {
+        let c = Config::default();
+        assert_eq!((&c.tls.cert_file, &c.tls.key_file), (&None, &None));
+        assert_eq!(c.tls.handshake_timeout_ms, 10_000);
+        let c = Config::load(
+            None,
+            env(&[
+                ("SLUICE_TLS__CERT_FILE", "/etc/sluice/cert.pem"),
+                ("SLUICE_TLS__KEY_FILE", "/etc/sluice/key.pem"),
+                ("SLUICE_TLS__HANDSHAKE_TIMEOUT_MS", "2500"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls.cert_file.as_deref(),
+            Some(Path::new("/etc/sluice/cert.pem"))
+        );
+        assert_eq!(
+            c.tls.key_file.as_deref(),
+            Some(Path::new("/etc/sluice/key.pem"))
+        );
+        assert_eq!(c.tls.handshake_timeout_ms, 2500);
+        for (var, missing) in [
+            ("SLUICE_TLS__CERT_FILE", "tls.key_file"),
+            ("SLUICE_TLS__KEY_FILE", "tls.cert_file"),
+        ] {
+            let e = Config::load(None, env(&[(var, "/x.pem")]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{missing} is not")), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.toml");
+        std::fs::write(&f, "[tls]\ncert_fil = \"/x.pem\"\n").unwrap();
+        let e = Config::load(Some(&f), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("cert_fil"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("SLUICE_TLS__HANDSHAKE_TIMEOUT_MS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("tls.handshake_timeout_ms"), "{e}");
     }
 
     #[test]

@@ -25,3 +25,4 @@ pub mod permission;
 pub mod policy;
 pub mod query;
 pub mod store;
+pub mod tls;
