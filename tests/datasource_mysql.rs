@@ -3,6 +3,7 @@
 //! (the SQL policy qualifies every table), so the SQL sent here names the database too.
 mod support;
 
+use sluice::datasource::tls::TlsSettings;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +55,7 @@ impl Fixture {
                 user: self.user.clone(),
                 password: Secret::new(PASSWORD),
                 options: BTreeMap::new(),
+                tls: TlsSettings::disabled(),
             },
             pool_max_size,
             generation: 1,

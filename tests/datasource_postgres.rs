@@ -4,6 +4,7 @@
 //! `tests/driver_contract.rs`.
 mod support;
 
+use sluice::datasource::tls::TlsSettings;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,7 @@ fn spec(f: &Fixture, pool_max_size: usize) -> DatasourceSpec {
             user: f.role.clone(),
             password: Secret::new(PASSWORD),
             options: BTreeMap::from([("application_name".to_owned(), "sluice-test".to_owned())]),
+            tls: TlsSettings::disabled(),
         },
         pool_max_size,
         generation: 1,

@@ -11,6 +11,7 @@
 //! server that is not running fails the test with the command that starts it.
 mod support;
 
+use sluice::datasource::tls::TlsSettings;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -146,6 +147,7 @@ impl Backend for Postgres {
                 user: self.role.clone(),
                 password: Secret::new(PG_PASSWORD),
                 options: BTreeMap::new(),
+                tls: TlsSettings::disabled(),
             },
             pool_max_size,
             generation: 1,
@@ -301,6 +303,7 @@ impl Backend for Mysql {
                 user: self.user.clone(),
                 password: Secret::new(MYSQL_PASSWORD),
                 options: BTreeMap::new(),
+                tls: TlsSettings::disabled(),
             },
             pool_max_size,
             generation: 1,

@@ -12,6 +12,7 @@ mod pool;
 pub mod postgres;
 pub mod registry;
 pub mod sqlite;
+pub mod tls;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -59,6 +60,8 @@ pub enum Connection {
         user: String,
         password: Secret,
         options: BTreeMap<String, String>,
+        /// Whether and how the connection is encrypted and the server verified.
+        tls: tls::TlsSettings,
     },
     /// A SQLite file; must lie under one of the operator's `sqlite_roots`.
     Sqlite { path: PathBuf },
@@ -202,6 +205,8 @@ impl futures::Stream for RowStream {
 pub struct ServerInfo {
     pub latency_ms: f64,
     pub server_version: String,
+    /// The connection's TLS; `None` under `disable`.
+    pub tls: Option<tls::TlsReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -365,8 +370,13 @@ mod tests {
             user: "u".into(),
             password: s,
             options: BTreeMap::new(),
+            tls: tls::TlsSettings {
+                client_key_pem: Some(Secret::new("hunter3")),
+                ..tls::TlsSettings::default()
+            },
         };
-        assert!(!format!("{c:?}").contains("hunter2"));
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("hunter3"));
     }
 
     #[test]

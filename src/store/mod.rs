@@ -493,6 +493,8 @@ pub(crate) fn build_spec(
             user: conn.user.clone().unwrap_or_default(),
             password,
             options: conn.options.clone(),
+            // Until the API and the store carry `connection.tls` (issue 16).
+            tls: crate::datasource::tls::TlsSettings::disabled(),
         },
     };
     DatasourceSpec {

@@ -161,6 +161,7 @@ impl MysqlPool {
             user,
             password,
             options: _,
+            tls: _,
         } = &spec.connection
         else {
             return Err(ExecError::Unavailable(
@@ -234,6 +235,7 @@ impl MysqlPool {
         Ok(ServerInfo {
             latency_ms,
             server_version: version,
+            tls: None,
         })
     }
 

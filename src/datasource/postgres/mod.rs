@@ -95,6 +95,7 @@ impl PgPool {
             user,
             password,
             options,
+            tls: _,
         } = &spec.connection
         else {
             return Err(ExecError::Unavailable(
@@ -191,6 +192,7 @@ impl PgPool {
         Ok(ServerInfo {
             latency_ms: start.elapsed().as_secs_f64() * 1000.0,
             server_version: version.unwrap_or_default(),
+            tls: None,
         })
     }
 

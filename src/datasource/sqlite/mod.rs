@@ -163,6 +163,7 @@ impl SqlitePool {
         Ok(ServerInfo {
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             server_version: format!("SQLite {version}"),
+            tls: None,
         })
     }
 
