@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod certs;
 pub mod db;
 pub mod gateway;
 pub mod server;

@@ -1,6 +1,7 @@
-//! Throwaway database servers for tests that stop and restart a server: a PostgreSQL cluster made
-//! with `initdb` in a temporary directory and run with `pg_ctl` on a spare loopback port, so the
-//! shared servers the other tests use are never stopped.
+//! Throwaway database servers for tests that stop and restart a server or configure it in ways
+//! the shared one must not be (TLS, `pg_hba.conf`): a PostgreSQL cluster made with `initdb` in a
+//! temporary directory and run with `pg_ctl` on a spare loopback port, so the shared servers the
+//! other tests use are never stopped or changed.
 //!
 //! `initdb` refuses to run as root, so when the tests run as root the cluster belongs to the
 //! `postgres` system user and every server command runs through `runuser -u postgres`. Missing
@@ -8,6 +9,7 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -83,9 +85,84 @@ fn uid_gid(user: &str) -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
+/// What a [`ThrowawayPg`] gets besides the defaults: files in its data directory (certificates
+/// and keys), lines appended to `postgresql.conf`, and a `pg_hba.conf` of its own.
+#[derive(Default)]
+pub struct ThrowawayPgBuilder {
+    files: Vec<(String, String)>,
+    conf: Vec<String>,
+    hba: Option<String>,
+}
+
+impl ThrowawayPgBuilder {
+    /// A file in the data directory (relative paths in `postgresql.conf` start there), owned by
+    /// the server's user and readable by it alone, as PostgreSQL demands of a key file.
+    pub fn file(mut self, name: &str, contents: &str) -> Self {
+        self.files.push((name.to_owned(), contents.to_owned()));
+        self
+    }
+
+    /// A line appended to `postgresql.conf`, e.g. `ssl = on`.
+    pub fn conf(mut self, line: &str) -> Self {
+        self.conf.push(line.to_owned());
+        self
+    }
+
+    /// The whole `pg_hba.conf` (instead of initdb's trust-everything one). Keep a `local ...
+    /// trust` line if the test uses [`ThrowawayPg::admin_local`].
+    pub fn hba(mut self, contents: &str) -> Self {
+        self.hba = Some(contents.to_owned());
+        self
+    }
+
+    /// Creates the cluster (superuser `postgres`), applies the above and starts it.
+    pub fn start(self) -> ThrowawayPg {
+        let pg = ThrowawayPg::init();
+        let owner = pg.run_as.as_deref().map(uid_gid);
+        let place = |path: &Path, contents: &str, mode: u32| {
+            std::fs::write(path, contents)
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+        };
+        for (name, contents) in &self.files {
+            place(&pg.data.join(name), contents, 0o600);
+        }
+        if !self.conf.is_empty() {
+            let path = pg.data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&path).expect("read postgresql.conf");
+            text.push_str("\n# added by the test\n");
+            for line in &self.conf {
+                text.push_str(line);
+                text.push('\n');
+            }
+            place(&path, &text, 0o600);
+        }
+        if let Some(hba) = &self.hba {
+            place(&pg.data.join("pg_hba.conf"), hba, 0o600);
+        }
+        pg.start_server();
+        pg
+    }
+}
+
 impl ThrowawayPg {
     /// Creates a cluster (trust authentication, superuser `postgres`) and starts it.
     pub fn start() -> ThrowawayPg {
+        ThrowawayPg::builder().start()
+    }
+
+    /// A cluster with files, settings or a `pg_hba.conf` of the test's own.
+    pub fn builder() -> ThrowawayPgBuilder {
+        ThrowawayPgBuilder::default()
+    }
+
+    /// Runs initdb (trust authentication, superuser `postgres`); the server is not started.
+    fn init() -> ThrowawayPg {
         let bin = pg_bin_dir();
         let dir = tempfile::tempdir().expect("tempdir");
         let run_as = is_root().then(|| "postgres".to_owned());
@@ -121,7 +198,6 @@ impl ThrowawayPg {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        pg.start_server();
         pg
     }
 
@@ -220,6 +296,35 @@ impl ThrowawayPg {
                     assert!(
                         Instant::now() < deadline,
                         "the throwaway PostgreSQL server does not accept connections: {e}\n{}",
+                        self.server_log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// An admin client over the server's Unix socket (initdb's `local all all trust`), for
+    /// clusters whose `pg_hba.conf` refuses plain TCP.
+    pub async fn admin_local(&self) -> tokio_postgres::Client {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(self._dir.path())
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match cfg.connect(tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    return client;
+                }
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the throwaway PostgreSQL server does not accept local connections: {e}\n{}",
                         self.server_log()
                     );
                     tokio::time::sleep(Duration::from_millis(100)).await;
