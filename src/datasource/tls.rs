@@ -253,6 +253,163 @@ pub fn validate(settings: &TlsSettings) -> Result<(), TlsSettingsError> {
     Ok(())
 }
 
+/// What a message about a failed TLS handshake needs to know of the datasource (both network
+/// drivers word the same failures the same way through [`handshake_failure`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeContext<'a> {
+    /// The mode as the admin registered it (what messages name).
+    pub mode: TlsMode,
+    /// The registered host: what `verify-full` checks the certificate against.
+    pub host: &'a str,
+    /// `ca_pem` was given (otherwise the system's roots were used).
+    pub ca_given: bool,
+    /// A client certificate was offered.
+    pub client_cert: bool,
+    /// The server's setting that names the CAs it trusts for client certificates
+    /// (`ssl_ca_file` for PostgreSQL, `ssl_ca` for MySQL).
+    pub server_client_ca: &'static str,
+}
+
+/// A failed TLS handshake (or the first read after it: under TLS 1.3 a server judges our client
+/// certificate after our side of the handshake is done) as a message naming the cause: an
+/// untrusted chain, an expired certificate, a host name mismatch, a refused or missing client
+/// certificate. rustls' errors carry no secret; nothing of a PEM is quoted.
+pub fn handshake_failure(e: &rustls::Error, ctx: &HandshakeContext<'_>) -> String {
+    use rustls::CertificateError as C;
+    let mode = ctx.mode;
+    match e {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => format!(
+                "the server's TLS certificate is not trusted: its chain does not lead to {} \
+                 (connection.tls.mode {mode})",
+                if ctx.ca_given {
+                    "a certificate of connection.tls.ca_pem"
+                } else {
+                    "the system's trusted roots (give the server's CA in connection.tls.ca_pem)"
+                }
+            ),
+            C::Expired => {
+                format!("the server's TLS certificate has expired (connection.tls.mode {mode})")
+            }
+            C::ExpiredContext { not_after, .. } => format!(
+                "the server's TLS certificate has expired: it was valid until {} \
+                 (connection.tls.mode {mode})",
+                certificate_time(not_after)
+            ),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                format!(
+                    "the server's TLS certificate is not valid yet (connection.tls.mode {mode})"
+                )
+            }
+            C::NotValidForName => wrong_name(ctx.host, &[]),
+            C::NotValidForNameContext { presented, .. } => wrong_name(ctx.host, presented),
+            C::Revoked => "the server's TLS certificate has been revoked".to_owned(),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "the server's TLS certificate is not meant for a server (extended key usage)"
+                    .to_owned()
+            }
+            other => format!(
+                "the server's TLS certificate was refused (connection.tls.mode {mode}): {other}"
+            ),
+        },
+        rustls::Error::AlertReceived(alert) => alert_message(*alert, ctx),
+        rustls::Error::NoCertificatesPresented => "the server sent no TLS certificate".to_owned(),
+        rustls::Error::PeerIncompatible(why) => format!(
+            "the server and the gateway have no TLS version or algorithm in common ({why:?}); \
+             the gateway speaks TLS 1.2 and 1.3"
+        ),
+        other => format!("the TLS handshake with the server failed: {other}"),
+    }
+}
+
+/// The server ended the handshake with an alert: most are about our client certificate.
+fn alert_message(alert: rustls::AlertDescription, ctx: &HandshakeContext<'_>) -> String {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::CertificateRequired => "the server requires a client certificate (TLS alert \
+             certificate_required); set connection.tls.client_cert_pem and client_key_pem"
+            .to_owned(),
+        A::UnknownCA
+        | A::BadCertificate
+        | A::CertificateUnknown
+        | A::UnsupportedCertificate
+        | A::CertificateRevoked
+        | A::CertificateExpired
+        | A::AccessDenied
+            if ctx.client_cert =>
+        {
+            format!(
+                "the server refused the client certificate (TLS alert {alert:?}): it must be \
+                 signed by a CA in the server's {}, current, and meant for client \
+                 authentication",
+                ctx.server_client_ca
+            )
+        }
+        A::HandshakeFailure | A::ProtocolVersion | A::InsufficientSecurity => format!(
+            "the server and the gateway have no TLS version or algorithm in common (TLS alert \
+             {alert:?}); the gateway speaks TLS 1.2 and 1.3"
+        ),
+        other => format!("the server ended the TLS handshake (TLS alert {other:?})"),
+    }
+}
+
+fn wrong_name(host: &str, presented: &[String]) -> String {
+    let names = if presented.is_empty() {
+        String::new()
+    } else {
+        let bare: Vec<&str> = presented.iter().map(|n| bare_name(n)).collect();
+        format!("; it names {}", bare.join(", "))
+    };
+    format!(
+        "the server's TLS certificate does not name the host {host:?}{names} (verify-full \
+         checks the host the datasource was registered with; register one of the certificate's \
+         names, or use verify-ca to check the chain only)"
+    )
+}
+
+/// rustls prints the names a certificate holds as `DnsName("db")` or `IpAddress(10.0.0.1)`.
+fn bare_name(presented: &str) -> &str {
+    presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|s| s.strip_suffix("\")"))
+        .or_else(|| {
+            presented
+                .strip_prefix("IpAddress(")
+                .and_then(|s| s.strip_suffix(')'))
+        })
+        .unwrap_or(presented)
+}
+
+/// A certificate's validity bound as a UTC date and time.
+fn certificate_time(t: &rustls::pki_types::UnixTime) -> String {
+    i64::try_from(t.as_secs())
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "an unreadable date".to_owned())
+}
+
+/// The rustls error behind a driver's error, searched through its causes and inside the I/O
+/// errors that wrap it (`io::Error::source` skips the error it wraps).
+pub fn find_rustls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(r) = find_rustls_error(inner)
+        {
+            return Some(r);
+        }
+        next = err.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +531,68 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn handshake_failures_name_their_cause_and_the_names_bare() {
+        use rustls::CertificateError as C;
+        use rustls::pki_types::UnixTime;
+        let ctx = HandshakeContext {
+            mode: TlsMode::VerifyFull,
+            host: "db.internal",
+            ca_given: true,
+            client_cert: true,
+            server_client_ca: "ssl_ca_file",
+        };
+        let said = |e: rustls::Error| handshake_failure(&e, &ctx);
+        let m = said(C::UnknownIssuer.into());
+        assert!(
+            m.contains("not trusted") && m.contains("connection.tls.ca_pem"),
+            "{m}"
+        );
+        let m = said(
+            C::ExpiredContext {
+                time: UnixTime::now(),
+                not_after: UnixTime::since_unix_epoch(std::time::Duration::from_secs(978_307_200)),
+            }
+            .into(),
+        );
+        assert!(m.contains("expired") && m.contains("2001-01-01"), "{m}");
+        let m = said(
+            C::NotValidForNameContext {
+                expected: rustls::pki_types::ServerName::try_from("db.internal").unwrap(),
+                presented: vec![
+                    "DnsName(\"localhost\")".into(),
+                    "IpAddress(10.0.0.1)".into(),
+                ],
+            }
+            .into(),
+        );
+        assert!(
+            m.contains("\"db.internal\"") && m.contains("it names localhost, 10.0.0.1"),
+            "{m}"
+        );
+        let m = said(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA,
+        ));
+        assert!(
+            m.contains("refused the client certificate") && m.contains("ssl_ca_file"),
+            "{m}"
+        );
+        let m = said(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ));
+        assert!(m.contains("client_cert_pem"), "{m}");
+
+        // Found inside the I/O error a TLS stream wraps it in, under another error.
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::from(C::Revoked),
+        );
+        assert_eq!(
+            find_rustls_error(&io),
+            Some(&rustls::Error::InvalidCertificate(C::Revoked))
+        );
+        assert_eq!(find_rustls_error(&std::io::Error::other("plain")), None);
     }
 }
