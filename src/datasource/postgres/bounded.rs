@@ -139,6 +139,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
     }
 }
 
+/// Over a TLS stream, the stream's channel binding is what SCRAM authentication binds to.
+impl<S: tokio_postgres::tls::TlsStream + Unpin> tokio_postgres::tls::TlsStream for Bounded<S> {
+    fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
+        self.inner.channel_binding()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,16 @@
 //! The socket is read through [`bounded::Bounded`]: no single message (one row, in practice)
 //! larger than the result cap is ever buffered, and a connection that buffered a large one is
 //! discarded rather than kept with that memory.
+//!
+//! TLS ([`tls`]) follows the datasource's `connection.tls` with libpq's `sslmode` meanings. The
+//! rustls configuration is built once, when the pool opens (settings that cannot be used fail
+//! there, naming the field). Each connection goes to the address the SSRF check resolved, while
+//! `verify-full` checks the certificate against the host the admin registered; any mode but
+//! `disable` insists on TLS and never falls back to plain TCP. Cancel requests go with the same
+//! TLS, and `check` reports the protocol version the server says the connection uses. Handshake
+//! failures are `Unavailable` with a message that names the cause (untrusted chain, wrong host
+//! name, expired certificate, no TLS on the server, TLS required by the server, client
+//! certificate refused or missing).
 
 mod bounded;
 mod catalog;
@@ -27,6 +37,7 @@ mod errors;
 mod params;
 mod session;
 mod statement;
+mod tls;
 mod values;
 
 use std::collections::HashMap;
@@ -45,6 +56,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use bounded::{Bounded, Watch};
+use tls::PgTls;
 
 use super::drive::{self, Abandoned, Ends, Head};
 use super::pool::{self, Pool};
@@ -68,6 +80,8 @@ const SCHEMA_TIMEOUT: Duration = Duration::from_secs(30);
 /// A pool of connections to one PostgreSQL datasource.
 pub struct PgPool {
     pool: Pool<PgManager>,
+    /// The pool's TLS (its `ClientConfig`, built once at `open`).
+    tls: Arc<PgTls>,
     password: Secret,
     max_result_bytes: u64,
     connect_timeout: Duration,
@@ -83,7 +97,9 @@ impl std::fmt::Debug for PgPool {
 }
 
 impl PgPool {
-    /// Builds the pool; connections are opened lazily. Never logs or prints the password.
+    /// Builds the pool and its TLS configuration; connections are opened lazily. TLS settings
+    /// that cannot be used are refused here, naming the field. Never logs or prints the password
+    /// or the client key.
     pub async fn open(
         spec: &DatasourceSpec,
         settings: &RegistrySettings,
@@ -95,7 +111,7 @@ impl PgPool {
             user,
             password,
             options,
-            tls: _,
+            tls,
         } = &spec.connection
         else {
             return Err(ExecError::Unavailable(
@@ -114,6 +130,7 @@ impl PgPool {
                 .cloned()
                 .unwrap_or_else(|| "sluice".to_owned()),
         };
+        let tls = Arc::new(PgTls::new(host, tls)?);
         let manager = PgManager {
             target,
             allow: settings.allow_networks.clone(),
@@ -122,10 +139,12 @@ impl PgPool {
             max_message: usize::try_from(settings.max_result_bytes)
                 .unwrap_or(usize::MAX)
                 .saturating_add(MESSAGE_SLACK),
+            tls: tls.clone(),
         };
         let pool = pool::build(manager, spec, settings)?;
         Ok(PgPool {
             pool,
+            tls,
             password: password.clone(),
             max_result_bytes: settings.max_result_bytes,
             connect_timeout: settings.connect_timeout,
@@ -164,19 +183,20 @@ impl PgPool {
         }
     }
 
-    /// Connects (or reuses a connection), asks the server's version and reports the latency of
-    /// the whole check.
+    /// Connects (or reuses a connection), asks the server's version (and, over TLS, the
+    /// protocol the server says the connection uses) and reports the latency of the whole check.
     pub async fn check(&self) -> Result<ServerInfo, ExecError> {
         let start = Instant::now();
         let obj = self.checkout().await?;
-        let result = tokio::time::timeout(
-            self.connect_timeout,
-            obj.client.simple_query("SELECT pg_catalog.version()"),
-        )
-        .await;
-        let version = match result {
-            Ok(Ok(messages)) => messages.iter().find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        let sql = if self.tls.enabled() {
+            CHECK_TLS_SQL
+        } else {
+            CHECK_SQL
+        };
+        let result = tokio::time::timeout(self.connect_timeout, obj.client.simple_query(sql)).await;
+        let row = match result {
+            Ok(Ok(messages)) => messages.into_iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r),
                 _ => None,
             }),
             Ok(Err(e)) => {
@@ -189,10 +209,16 @@ impl PgPool {
             }
         };
         drop(obj);
+        // `try_get`: `get` panics on a column the row does not have (one under `disable`).
+        let column = |i: usize| {
+            row.as_ref()
+                .and_then(|r| r.try_get(i).ok().flatten())
+                .map(str::to_owned)
+        };
         Ok(ServerInfo {
             latency_ms: start.elapsed().as_secs_f64() * 1000.0,
-            server_version: version.unwrap_or_default(),
-            tls: None,
+            server_version: column(0).unwrap_or_default(),
+            tls: self.tls.report(column(1)),
         })
     }
 
@@ -292,6 +318,14 @@ impl PgPool {
         self.pool.close();
     }
 }
+
+/// What `check` asks under `disable`.
+const CHECK_SQL: &str = "SELECT pg_catalog.version()";
+
+/// What `check` asks over TLS: also the protocol version, as the server reports it for this
+/// very connection.
+const CHECK_TLS_SQL: &str = "SELECT pg_catalog.version(), (SELECT s.version FROM \
+     pg_catalog.pg_stat_ssl s WHERE s.pid = pg_catalog.pg_backend_pid())";
 
 const SCHEMA_SQL: &str = "\
 SELECT n.nspname::text, c.relname::text, a.attname::text,

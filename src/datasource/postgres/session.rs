@@ -90,6 +90,8 @@ pub(super) struct PgManager {
     pub(super) idle_timeout: Duration,
     /// Longest message body the server may send (see [`bounded`]).
     pub(super) max_message: usize,
+    /// The pool's TLS, shared by its connections and their cancel requests.
+    pub(super) tls: Arc<PgTls>,
 }
 
 /// One physical connection.
@@ -110,6 +112,8 @@ pub(super) struct PgConn {
     pub(super) broken: bool,
     /// The checked address it is connected to, where its cancel requests go.
     pub(super) addr: SocketAddr,
+    /// How its cancel requests go: with the same TLS as the connection.
+    pub(super) tls: Arc<PgTls>,
     /// What the socket's message watch saw.
     pub(super) watch: Arc<Watch>,
 }
@@ -165,24 +169,44 @@ impl managed::Manager for PgManager {
             let unavailable = |e: tokio_postgres::Error| {
                 ExecError::Unavailable(scrub(&e.to_string(), &[t.password.expose()]))
             };
+            let refused = |e: tokio_postgres::Error| self.tls.connect_error(&e, &t.password);
             let tcp = tokio::net::TcpStream::connect(addr)
                 .await
                 .map_err(|e| ExecError::Unavailable(format!("could not connect: {e}")))?;
             let _ = tcp.set_nodelay(true);
             let watch = Arc::new(Watch::default());
-            let stream = Bounded::new(tcp, self.max_message, watch.clone());
             let mut cfg = tokio_postgres::Config::new();
             cfg.user(&t.user)
                 .password(t.password.expose())
                 .dbname(&t.database)
                 .application_name(&t.application_name)
                 .options(STARTUP_OPTIONS)
-                .ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, connection) = cfg.connect_raw(stream, NoTls).await.map_err(unavailable)?;
-            let task = tokio::spawn(async move {
-                // The error (if any) surfaces on the client's next request.
-                let _ = connection.await;
-            });
+                .ssl_mode(self.tls.ssl_mode());
+            // The error of the connection task (if any) surfaces on the client's next request.
+            let (client, task) = match self.tls.watched(self.max_message, watch.clone()) {
+                // The watch follows the protocol's messages: over TLS it reads the decrypted
+                // stream, inside the TLS layer.
+                Some(tls) => {
+                    let (client, connection) = cfg.connect_raw(tcp, tls).await.map_err(refused)?;
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        }),
+                    )
+                }
+                None => {
+                    let stream = Bounded::new(tcp, self.max_message, watch.clone());
+                    let (client, connection) =
+                        cfg.connect_raw(stream, NoTls).await.map_err(refused)?;
+                    (
+                        client,
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        }),
+                    )
+                }
+            };
             // The account's own settings, read before anything is pinned.
             let first = client
                 .query_one(CONNECT_SQL, &[])
@@ -212,6 +236,7 @@ impl managed::Manager for PgManager {
                 default_schema: schemas.into_iter().next().unwrap_or_default(),
                 broken: false,
                 addr,
+                tls: self.tls.clone(),
                 watch,
             })
         };
@@ -314,17 +339,19 @@ impl Drop for ConnGuard {
 }
 
 /// Removes the connection from the pool, sends a cancel request for whatever it runs to the
-/// same checked address (the cancel token carries the pinned `hostaddr`), then closes it.
+/// same checked address (the cancel token carries the pinned `hostaddr`) with the same TLS,
+/// then closes it.
 pub(super) fn discard(obj: Object<PgManager>) {
     let conn = pool::discard(obj);
     let token = conn.client.cancel_token();
     let addr = conn.addr;
+    let tls = conn.tls.clone();
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
             rt.spawn(async move {
                 let cancel = async {
                     if let Ok(tcp) = tokio::net::TcpStream::connect(addr).await {
-                        let _ = token.cancel_query_raw(tcp, NoTls).await;
+                        let _ = tls.cancel(&token, tcp).await;
                     }
                 };
                 let _ = tokio::time::timeout(CANCEL_TIMEOUT, cancel).await;
@@ -390,16 +417,14 @@ impl SetupError {
 pub(super) async fn cancel_and_drain(
     client: &Client,
     addr: SocketAddr,
+    tls: &PgTls,
     mut stream: Pin<Box<tokio_postgres::RowStream>>,
 ) -> bool {
     let token = client.cancel_token();
     let finish = async {
         let confirmed = async {
             let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-            token
-                .cancel_query_raw(ConfirmedCancel::new(tcp), NoTls)
-                .await
-                .ok()
+            tls.cancel(&token, ConfirmedCancel::new(tcp)).await.ok()
         };
         if confirmed.await.is_none() {
             return false;
@@ -420,9 +445,16 @@ pub(super) async fn cancel_and_drain(
 /// its side. tokio-postgres's `cancel_query` returns as soon as the request is written; the
 /// server closes the connection only after it has signalled the backend, so the end of the
 /// stream confirms the cancel was delivered.
+///
+/// Over TLS the server closes with our `close_notify` (sent after the request) unread, so the
+/// kernel ends the connection with a reset rather than an orderly close, and our last write or
+/// read fails with it. A reset is counted as the server's close: during the handshake it still
+/// fails the handshake (at its next read), and after it the server has read the request.
 pub(super) struct ConfirmedCancel {
     pub(super) tcp: tokio::net::TcpStream,
     pub(super) write_closed: bool,
+    /// The server reset the connection.
+    pub(super) reset: bool,
 }
 
 impl ConfirmedCancel {
@@ -430,8 +462,18 @@ impl ConfirmedCancel {
         ConfirmedCancel {
             tcp,
             write_closed: false,
+            reset: false,
         }
     }
+}
+
+/// The server closed the connection (abruptly): see [`ConfirmedCancel`].
+fn closed_by_server(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::NotConnected
+    )
 }
 
 impl tokio::io::AsyncRead for ConfirmedCancel {
@@ -450,13 +492,26 @@ impl tokio::io::AsyncWrite for ConfirmedCancel {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        use std::task::{Poll, ready};
+        if self.reset {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        match ready!(Pin::new(&mut self.tcp).poll_write(cx, buf)) {
+            Err(e) if closed_by_server(&e) => {
+                self.reset = true;
+                Poll::Ready(Ok(buf.len()))
+            }
+            other => Poll::Ready(other),
+        }
     }
 
     fn poll_flush(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if self.reset {
+            return std::task::Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
@@ -466,19 +521,26 @@ impl tokio::io::AsyncWrite for ConfirmedCancel {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::{Poll, ready};
         use tokio::io::AsyncRead;
-        if !self.write_closed {
-            ready!(Pin::new(&mut self.tcp).poll_shutdown(cx))?;
-            self.write_closed = true;
-        }
-        // The server sends nothing on a cancel connection: read until it closes.
-        let mut scratch = [0u8; 64];
-        loop {
-            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
-            ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut buf))?;
-            if buf.filled().is_empty() {
-                return Poll::Ready(Ok(()));
+        if !self.write_closed && !self.reset {
+            match ready!(Pin::new(&mut self.tcp).poll_shutdown(cx)) {
+                Err(e) if closed_by_server(&e) => self.reset = true,
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(()) => {}
             }
         }
+        self.write_closed = true;
+        // The server sends nothing on a cancel connection: read until it closes.
+        let mut scratch = [0u8; 64];
+        while !self.reset {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut buf)) {
+                Err(e) if closed_by_server(&e) => self.reset = true,
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(()) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Ok(()) => {}
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -259,11 +259,13 @@ pub(super) async fn drive_read_only_query(
         pinned,
         broken,
         addr,
+        tls,
         role,
         ..
     } = conn;
     let client: &Client = client;
     let addr = *addr;
+    let tls: &PgTls = tls;
 
     // Both go out before either answer is awaited; the server runs them in order. Polling the
     // setup first puts its messages on the wire first, so the statement is parsed under the
@@ -289,7 +291,7 @@ pub(super) async fn drive_read_only_query(
         if let (true, Ok((_, _, stream))) = (failure.repin, started) {
             // The statement ran under the moved settings: stop it and throw its rows away
             // before the session is reset and the statement runs again.
-            if !cancel_and_drain(client, addr, Box::pin(stream)).await {
+            if !cancel_and_drain(client, addr, tls, Box::pin(stream)).await {
                 return Err(Failure::discard(failure.error));
             }
         }
@@ -314,7 +316,7 @@ pub(super) async fn drive_read_only_query(
     };
     // Stopped early while the server may still be producing rows. If the connection cannot be
     // brought back to idle in time, it is not used again.
-    if !cancel_and_drain(client, addr, stream).await {
+    if !cancel_and_drain(client, addr, tls, stream).await {
         *broken = true;
     }
     match error {
