@@ -1,5 +1,7 @@
 //! MySQL's errors as the gateway's: the server's statement timeout as ours, a packet over the
-//! client-side limit as a result over the cap, and every message scrubbed of the password.
+//! client-side limit as a result over the cap, a connection that cannot be opened as the
+//! datasource unavailable (naming the cause when it is TLS), and every message scrubbed of the
+//! password.
 
 use super::*;
 
@@ -26,6 +28,16 @@ impl MysqlManager {
 
     pub(super) fn scrub(&self, message: &str) -> String {
         scrub(message, &self.secrets())
+    }
+
+    /// Maps the failure to open a connection (a refused login or TLS handshake): the datasource
+    /// is unavailable, with TLS's causes named (`tls::TlsPlan::explain`).
+    pub(super) fn connect_error(&self, e: mysql_async::Error) -> ExecError {
+        let text = match &e {
+            mysql_async::Error::Server(se) => self.scrub(&se.message),
+            other => self.scrub(&other.to_string()),
+        };
+        ExecError::Unavailable(self.tls.explain(&e, text))
     }
 
     /// Maps a driver error; the server's own statement timeout counts as our timeout, and a packet

@@ -87,6 +87,35 @@
 //! the pool only once the work after its answer (the check and setup above, or the reset) is
 //! done, and a killed statement's connection keeps its slot while its server thread is watched.
 //!
+//! **TLS** (`connection.tls`, libpq's modes; `tls.rs`) is mysql_async's rustls support on the
+//! aws-lc-rs provider, configured once per pool and used by every connection the manager opens,
+//! the killer connection included. The TCP connection goes to the address the SSRF check
+//! resolved; the host the admin registered is what rustls verifies (`tls_hostname_override`,
+//! also sent as SNI). `disable`: plain TCP. `require`: TLS, any certificate; with `ca_pem` given
+//! the chain is verified, as libpq does when it has a root certificate. `verify-ca`: the chain
+//! must lead to `ca_pem` (or, when absent, the system's roots from rustls-native-certs, never
+//! mysql_async's built-in webpki roots), validity dates included; the name is not checked.
+//! `verify-full`: also the certificate must name the registered host. `ca_pem` and the client
+//! certificate and key for mutual TLS go to mysql_async as buffers, never files. `check` reports
+//! the protocol version the server says the session negotiated (`Ssl_version`).
+//!
+//! mysql_async 0.37.1's rustls verifier skips a name mismatch (`verify-ca`) only when the error's
+//! text contains `NotValidForName`, which rustls 0.23 no longer prints (its
+//! `NotValidForNameContext` reads "certificate not valid for name …"; mysql_async issue #404,
+//! fixed after 0.37.1 by matching the variant). Under `verify-ca` the name rustls is asked to
+//! verify is therefore `tls::VERIFY_CA_NAME`, which contains that text: the mismatch it always
+//! causes is skipped, nothing else is (rustls checks the chain, dates and key usage first, and
+//! no other error carries the name; a unit test pins the text). The cost: that name, not the
+//! registered host, goes out as SNI under `verify-ca`. With a release that matches the variant it
+//! keeps working, and can become the registered host.
+//!
+//! A failed handshake is `Unavailable` naming the cause: untrusted chain, host name mismatch,
+//! expired certificate, a server without TLS under `require` or stricter, a client certificate
+//! refused by the server (its TLS alert). MySQL refuses a plain connection to a server with
+//! `require_secure_transport=ON` with its own error (3159); MariaDB answers it with 1045, as for
+//! a wrong password, and so does an account with `REQUIRE X509` that got no client certificate:
+//! the message then adds what may be the cause.
+//!
 //! Value mapping notes: DATETIME is `YYYY-MM-DDTHH:MM:SS[.ffffff]`, TIMESTAMP the same with `Z`
 //! (read in the pinned UTC session), TIME a signed duration `[-]HHH:MM:SS[.ffffff]`; MySQL's JSON
 //! type is nested JSON, but MariaDB's JSON is LONGTEXT on the wire (mysql_async does not ask for
@@ -99,12 +128,14 @@
 //! Layout, as for every driver: `session` (the pool's manager and its connections, the pins, the
 //! setup and leftover check after an answer, the reset, `KILL QUERY`), `statement` (running one
 //! and streaming its rows), `values` (params and rows), `errors`, and `catalog` (what the SQL
-//! policy needs to know).
+//! policy needs to know); and `tls` (`connection.tls` as mysql_async's options, what `check`
+//! reports, handshake failures named).
 
 mod catalog;
 mod errors;
 mod session;
 mod statement;
+mod tls;
 mod values;
 
 use std::future::Future;
@@ -133,6 +164,7 @@ use crate::encode::RowWriter;
 use errors::*;
 use session::*;
 use statement::*;
+use tls::TlsPlan;
 use values::*;
 
 /// Rows buffered between the connection task and the consumer: small, so a slow client slows
@@ -161,22 +193,26 @@ impl MysqlPool {
             user,
             password,
             options: _,
-            tls: _,
+            tls,
         } = &spec.connection
         else {
             return Err(ExecError::Unavailable(
                 "a MySQL datasource needs a network connection".into(),
             ));
         };
+        let tls = TlsPlan::new(tls, host)?;
         net::resolve_checked(host, *port, &settings.allow_networks).await?;
+        let target = Target {
+            host: host.clone(),
+            port: *port,
+            database: database.clone(),
+            user: user.clone(),
+            password: password.clone(),
+        };
         let manager = MysqlManager {
-            target: Target {
-                host: host.clone(),
-                port: *port,
-                database: database.clone(),
-                user: user.clone(),
-                password: password.clone(),
-            },
+            opts: base_opts(&target, settings, &tls),
+            target,
+            tls,
             settings: settings.clone(),
             killer: tokio::sync::Mutex::new(None),
             leftovers_unreadable: AtomicBool::new(false),
@@ -217,25 +253,42 @@ impl MysqlPool {
         }
     }
 
-    /// Checks out a connection (opening one if needed) and asks for the server version.
+    /// Checks out a connection (opening one if needed) and asks for the server version and, over
+    /// TLS, the protocol version the session negotiated.
     pub async fn check(&self) -> Result<ServerInfo, ExecError> {
         let started = std::time::Instant::now();
+        let manager = self.pool.manager();
         let mut pc = checkout(&self.pool).await?;
-        let version = within(HOUSEKEEPING_TIMEOUT, async {
-            pc.conn()?
-                .query_first::<String, _>("SELECT VERSION()")
-                .await
-                .map_err(|e| self.pool.manager().map_err(e, HOUSEKEEPING_TIMEOUT))
+        let (version, tls_version) = within(HOUSEKEEPING_TIMEOUT, async {
+            let conn = pc.conn()?;
+            let map = |e| manager.map_err(e, HOUSEKEEPING_TIMEOUT);
+            let version: Option<String> =
+                conn.query_first("SELECT VERSION()").await.map_err(map)?;
+            let tls_version = if manager.tls.is_on() {
+                let row: Option<(String, String)> = conn
+                    .query_first("SHOW SESSION STATUS LIKE 'Ssl_version'")
+                    .await
+                    .map_err(map)?;
+                row.map(|(_, v)| v).filter(|v| !v.is_empty())
+            } else {
+                None
+            };
+            Ok::<_, ExecError>((version.unwrap_or_default(), tls_version))
         })
-        .await??
-        .unwrap_or_default();
+        .await??;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        // `SELECT VERSION()` reads no table: a connection ready for a read-only statement stays so.
+        // Neither reads a table: a connection ready for a read-only statement stays so, which
+        // its status flags must still say.
+        if pc.conn().is_ok_and(|c| !in_transaction(c, true)) {
+            pc.ready_for = None;
+        }
         pc.release(false, None).await;
         Ok(ServerInfo {
             latency_ms,
             server_version: version,
-            tls: None,
+            tls: manager
+                .tls
+                .report(tls_version.unwrap_or_else(|| "unknown".to_owned())),
         })
     }
 

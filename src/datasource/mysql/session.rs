@@ -173,12 +173,43 @@ pub(super) struct Target {
     pub(super) password: Secret,
 }
 
+/// What every connection of the pool is opened with, but its address: the service account, no
+/// default database, TCP only, the statement cache, the client-side packet limit (the result cap
+/// plus framing slack, within what mysql_async accepts: 1 KiB to 1 GiB) and TLS.
+pub(super) fn base_opts(
+    target: &Target,
+    settings: &RegistrySettings,
+    tls: &TlsPlan,
+) -> OptsBuilder {
+    let packet_limit = settings
+        .max_result_bytes
+        .saturating_add(PACKET_SLACK)
+        .clamp(1024, 1024 * 1024 * 1024);
+    OptsBuilder::default()
+        .user(Some(target.user.clone()))
+        .pass(Some(target.password.expose().to_owned()))
+        .db_name(None::<String>)
+        .prefer_socket(false)
+        .stmt_cache_size(STATEMENT_CACHE_SIZE)
+        .max_allowed_packet(Some(
+            usize::try_from(packet_limit).unwrap_or(1024 * 1024 * 1024),
+        ))
+        .tcp_nodelay(true)
+        .ssl_opts(tls.ssl_opts())
+}
+
 /// Opens connections for the pool (`datasource::pool`): resolves and checks the address at every
 /// new connection. Also holds what the pool's connections share: the killer connection and
 /// whether the leftover check can be read at all.
 pub(super) struct MysqlManager {
     pub(super) target: Target,
     pub(super) settings: RegistrySettings,
+    /// TLS as `connection.tls` asks, for the pool's connections and the killer connection alike.
+    pub(super) tls: TlsPlan,
+    /// Everything a new connection is opened with but its address (set per connection, once
+    /// checked). Built once: its `SslOpts` carry mysql_async's rustls connector, made on the
+    /// first connection and shared by every later one.
+    pub(super) opts: OptsBuilder,
     /// A dedicated connection (not counted in the pool) that sends `KILL QUERY` and watches a
     /// killed statement's thread; opened lazily, dropped by `close`.
     pub(super) killer: tokio::sync::Mutex<Option<Conn>>,
@@ -334,43 +365,25 @@ impl MysqlManager {
         })
     }
 
-    /// The client-side packet limit: the result cap plus framing slack, within what mysql_async
-    /// accepts (1 KiB to 1 GiB).
-    fn packet_limit(&self) -> usize {
-        let limit = self
-            .settings
-            .max_result_bytes
-            .saturating_add(PACKET_SLACK)
-            .clamp(1024, 1024 * 1024 * 1024);
-        usize::try_from(limit).unwrap_or(1024 * 1024 * 1024)
-    }
-
     /// Opens one physical connection to the freshly checked address, with no default database.
     async fn connect(&self) -> Result<(Conn, Flavor), ExecError> {
         let limit = self.settings.connect_timeout;
         let attempt = async {
             let t = &self.target;
             let addr = net::resolve_checked(&t.host, t.port, &self.settings.allow_networks).await?;
-            let opts = OptsBuilder::default()
+            let opts = self
+                .opts
+                .clone()
                 .ip_or_hostname(addr.ip().to_string())
                 .resolved_ips(Some(vec![addr.ip()]))
-                .tcp_port(addr.port())
-                .user(Some(t.user.clone()))
-                .pass(Some(t.password.expose().to_owned()))
-                .db_name(None::<String>)
-                .prefer_socket(false)
-                .stmt_cache_size(STATEMENT_CACHE_SIZE)
-                .max_allowed_packet(Some(self.packet_limit()))
-                .tcp_nodelay(true);
-            let mut conn = Conn::new(opts).await.map_err(|e| match e {
-                // A refused login is the datasource being unusable, not a statement failing.
-                mysql_async::Error::Server(se) => ExecError::Unavailable(self.scrub(&se.message)),
-                other => ExecError::Unavailable(self.scrub(&other.to_string())),
-            })?;
+                .tcp_port(addr.port());
+            // A refused login or handshake is the datasource being unusable, not a statement
+            // failing.
+            let mut conn = Conn::new(opts).await.map_err(|e| self.connect_error(e))?;
             let version: String = conn
                 .query_first("SELECT VERSION()")
                 .await
-                .map_err(|e| ExecError::Unavailable(self.scrub(&e.to_string())))?
+                .map_err(|e| self.connect_error(e))?
                 .unwrap_or_default();
             Ok((conn, Flavor::from_version(&version)))
         };
