@@ -7,3 +7,4 @@ pub mod db;
 pub mod gateway;
 pub mod server;
 pub mod throwaway;
+pub mod throwaway_mysql;
