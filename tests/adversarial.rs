@@ -907,10 +907,13 @@ async fn mysql_fingerprint(
         .expect("named lock");
     f.insert("named lock".into(), format!("{lock:?}"));
     for host in ["%", "localhost"] {
-        let grants: Vec<String> = admin
+        let mut grants: Vec<String> = admin
             .query(format!("SHOW GRANTS FOR '{analyst}'@'{host}'"))
             .await
             .expect("grants");
+        // The server lists them in an order other sessions' grant changes can shuffle: compare
+        // the set.
+        grants.sort();
         f.insert(format!("grants {host}"), grants.join(";"));
     }
     let users: Vec<(String, String)> = admin
