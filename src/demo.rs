@@ -18,7 +18,8 @@ use crate::fixtures::{self, AcmeAccounts};
 use crate::identity::mint;
 use crate::model::*;
 use crate::store::{
-    App, Change, Company, ConnectionSettings, Datasource, Integration, User, build_spec,
+    App, Change, Company, ConnectionSettings, Datasource, Integration, SealedSecrets, User,
+    build_spec,
 };
 
 /// A file that marks a data directory as the demo's own, so the demo never wipes a real one.
@@ -294,11 +295,15 @@ pub fn create_company(
             };
             let password_enc = password.as_deref().map(|p| store.seal_password(&id, p));
             let pool_max_size = config.pools.default_size;
+            let sealed = SealedSecrets {
+                password: password_enc.as_deref(),
+                tls_client_key: None,
+            };
             let spec = build_spec(
                 &id,
                 *kind,
                 &connection,
-                password_enc.as_deref(),
+                sealed,
                 pool_max_size,
                 1,
                 store.key(),
@@ -314,6 +319,7 @@ pub fn create_company(
                     owner_id: owner.id.clone(),
                     connection,
                     password_enc,
+                    tls_client_key_enc: None,
                     policy,
                     pool_max_size,
                     generation: 1,

@@ -20,7 +20,7 @@ use super::{AppState, change_record};
 use crate::identity::Caller;
 use crate::model::*;
 use crate::permission::{self, CompanyAction, DatasourceAction};
-use crate::store::{Change, ConnectionSettings, Datasource, build_spec};
+use crate::store::{Change, ConnectionSettings, Datasource, SealedSecrets, build_spec};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -157,6 +157,7 @@ fn validate_connection(
                 user: Some(text_field("user", &c.user)?),
                 options: c.options.clone(),
                 path: None,
+                tls: None,
             })
         }
     }
@@ -301,11 +302,15 @@ async fn create(
         .as_deref()
         .map(|p| state.store.seal_password(&id, p));
     let now = Utc::now();
+    let sealed = SealedSecrets {
+        password: password_enc.as_deref(),
+        tls_client_key: None,
+    };
     let spec = build_spec(
         &id,
         body.kind,
         &connection,
-        password_enc.as_deref(),
+        sealed,
         pool_max_size,
         1,
         state.store.key(),
@@ -320,6 +325,7 @@ async fn create(
         owner_id: caller.user.id.clone(),
         connection,
         password_enc,
+        tls_client_key_enc: None,
         policy,
         pool_max_size,
         generation: 1,

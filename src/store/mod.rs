@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::audit::AuditRecord;
+use crate::datasource::tls::{TlsMode, TlsSettings};
 use crate::datasource::{Connection, DatasourceSpec, Secret};
 use crate::model::*;
 pub use crypto::MasterKey;
@@ -69,6 +70,49 @@ pub struct ConnectionSettings {
     /// SQLite only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// PostgreSQL and MySQL: how the connection is encrypted. Every network datasource has it
+    /// (those stored before TLS existed were migrated to an explicit `disable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<StoredTls>,
+}
+
+/// A datasource's TLS settings as stored and shown: all but the client key, which is sealed apart
+/// (`Datasource::tls_client_key_enc`) like the password.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredTls {
+    pub mode: TlsMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_pem: Option<String>,
+}
+
+/// What a sealed secret is. The associated data of its ciphertext binds it to its datasource and
+/// to its role, so neither a ciphertext copied from another row nor the password's ciphertext put
+/// in the client key's place (or the other way round) decrypts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretField {
+    Password,
+    TlsClientKey,
+}
+
+impl SecretField {
+    fn aad(self, ds: &DatasourceId) -> String {
+        match self {
+            // As passwords were sealed from the start: the id alone.
+            SecretField::Password => ds.as_str().to_owned(),
+            // Ids are `ds_<hex>`: no id ends like this, so no password's binding equals it.
+            SecretField::TlsClientKey => format!("{}#connection.tls.client_key_pem", ds.as_str()),
+        }
+    }
+}
+
+/// A datasource's secrets as stored, each sealed with the master key (see [`SecretField`]).
+#[derive(Clone, Copy, Default)]
+pub struct SealedSecrets<'a> {
+    pub password: Option<&'a [u8]>,
+    pub tls_client_key: Option<&'a [u8]>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +127,9 @@ pub struct Datasource {
     pub connection: ConnectionSettings,
     /// Encrypted with the master key, bound to the datasource id.
     pub password_enc: Option<Vec<u8>>,
+    /// The mutual-TLS client key (`connection.tls.client_key_pem`), encrypted with the master key,
+    /// bound to the datasource id and to being the client key. Write-only like the password.
+    pub tls_client_key_enc: Option<Vec<u8>>,
     pub policy: ScopePolicy,
     pub pool_max_size: usize,
     /// Bumped when connection or pool settings change, so the pool is rebuilt.
@@ -461,24 +508,62 @@ impl Store {
 
     /// Encrypts a datasource password for storage.
     pub fn seal_password(&self, ds: &DatasourceId, password: &str) -> Vec<u8> {
-        self.key.encrypt(password.as_bytes(), ds.as_str())
+        seal(&self.key, SecretField::Password, ds, password)
+    }
+
+    /// Encrypts a datasource's mutual-TLS client key (PEM) for storage.
+    pub fn seal_client_key(&self, ds: &DatasourceId, key_pem: &Secret) -> Vec<u8> {
+        seal(&self.key, SecretField::TlsClientKey, ds, key_pem.expose())
     }
 }
 
-/// Builds the registry's spec from a stored row (password decrypted here, once per load).
+fn seal(key: &MasterKey, field: SecretField, ds: &DatasourceId, plain: &str) -> Vec<u8> {
+    key.encrypt(plain.as_bytes(), &field.aad(ds))
+}
+
+/// A sealed secret decrypted, `None` when absent or when it does not decrypt as `field` of `ds`
+/// (another key, another row, or another field's ciphertext).
+fn unseal(
+    key: &MasterKey,
+    field: SecretField,
+    ds: &DatasourceId,
+    sealed: Option<&[u8]>,
+) -> Option<Secret> {
+    let plain = key.decrypt(sealed?, &field.aad(ds)).ok()?;
+    Some(Secret::new(String::from_utf8_lossy(&plain).into_owned()))
+}
+
+/// The settings the drivers get: the stored ones with the client key decrypted. A network
+/// datasource without stored settings cannot come from this version (the migration gave every
+/// older one `disable`); it is read as what it was, plain TCP.
+fn tls_settings(
+    key: &MasterKey,
+    ds: &DatasourceId,
+    stored: Option<&StoredTls>,
+    sealed_key: Option<&[u8]>,
+) -> TlsSettings {
+    let Some(t) = stored else {
+        return TlsSettings::disabled();
+    };
+    TlsSettings {
+        mode: t.mode,
+        ca_pem: t.ca_pem.clone(),
+        client_cert_pem: t.client_cert_pem.clone(),
+        client_key_pem: unseal(key, SecretField::TlsClientKey, ds, sealed_key),
+    }
+}
+
+/// Builds the registry's spec from a stored row (secrets decrypted here, once per load).
 pub(crate) fn build_spec(
     ds_id: &DatasourceId,
     kind: DatasourceKind,
     conn: &ConnectionSettings,
-    password_enc: Option<&[u8]>,
+    sealed: SealedSecrets<'_>,
     pool_max_size: usize,
     generation: u64,
     key: &MasterKey,
 ) -> DatasourceSpec {
-    let password = password_enc
-        .and_then(|p| key.decrypt(p, ds_id.as_str()).ok())
-        .map(|b| Secret::new(String::from_utf8_lossy(&b).into_owned()))
-        .unwrap_or_default();
+    let password = unseal(key, SecretField::Password, ds_id, sealed.password).unwrap_or_default();
     let connection = match kind {
         DatasourceKind::Sqlite => Connection::Sqlite {
             path: conn.path.clone().unwrap_or_default().into(),
@@ -493,8 +578,7 @@ pub(crate) fn build_spec(
             user: conn.user.clone().unwrap_or_default(),
             password,
             options: conn.options.clone(),
-            // Until the API and the store carry `connection.tls` (issue 16).
-            tls: crate::datasource::tls::TlsSettings::disabled(),
+            tls: tls_settings(key, ds_id, conn.tls.as_ref(), sealed.tls_client_key),
         },
     };
     DatasourceSpec {
@@ -672,25 +756,36 @@ mod tests {
     }
 
     #[test]
-    fn a_datasource_password_is_sealed_and_decrypted_only_into_the_spec() {
+    fn a_datasource_password_and_client_key_are_sealed_and_decrypted_only_into_the_spec() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let store = Store::open(&path, key()).unwrap();
         let (cid, oid) = company(&store, "acme");
         let id = DatasourceId::generate();
+        let tls = StoredTls {
+            mode: TlsMode::VerifyCa,
+            ca_pem: Some("the CA".into()),
+            client_cert_pem: Some("the certificate".into()),
+        };
         let conn = ConnectionSettings {
             host: Some("db.example.com".into()),
             port: Some(5432),
             database: Some("d".into()),
             user: Some("u".into()),
+            tls: Some(tls.clone()),
             ..Default::default()
         };
         let enc = store.seal_password(&id, "s3cret-pw-xyz");
+        let key_enc = store.seal_client_key(&id, &Secret::new("s3cret-key-xyz"));
+        let sealed = SealedSecrets {
+            password: Some(&enc),
+            tls_client_key: Some(&key_enc),
+        };
         let spec = build_spec(
             &id,
             DatasourceKind::Postgres,
             &conn,
-            Some(&enc),
+            sealed,
             4,
             1,
             store.key(),
@@ -706,6 +801,7 @@ mod tests {
             owner_id: oid,
             connection: conn,
             password_enc: Some(enc),
+            tls_client_key_enc: Some(key_enc),
             policy: ScopePolicy::default(),
             pool_max_size: 4,
             generation: 1,
@@ -724,14 +820,72 @@ mod tests {
                 vec![],
             )
             .unwrap();
+        drop(store);
+        // Read back from the file, not from the view the write produced.
+        let store = Store::open(&path, key()).unwrap();
         let view = store.view();
         let loaded = &view.company(&cid).unwrap().datasources[&id];
+        assert_eq!(loaded.connection.tls.as_ref(), Some(&tls));
         match &loaded.spec.connection {
-            Connection::Network { password, .. } => assert_eq!(password.expose(), "s3cret-pw-xyz"),
+            Connection::Network { password, tls, .. } => {
+                assert_eq!(password.expose(), "s3cret-pw-xyz");
+                assert_eq!(tls.mode, TlsMode::VerifyCa);
+                assert_eq!(tls.ca_pem.as_deref(), Some("the CA"));
+                assert_eq!(tls.client_cert_pem.as_deref(), Some("the certificate"));
+                let k = tls.client_key_pem.as_ref().map(Secret::expose);
+                assert_eq!(k, Some("s3cret-key-xyz"));
+            }
             other => panic!("{other:?}"),
         }
+        assert!(
+            !format!("{loaded:?}").contains("s3cret"),
+            "Debug shows no secret"
+        );
         drop(store);
         let bytes = std::fs::read(&path).unwrap();
-        assert!(!bytes.windows(13).any(|w| w == b"s3cret-pw-xyz"));
+        for secret in [&b"s3cret-pw-xyz"[..], b"s3cret-key-xyz"] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+        }
+    }
+
+    #[test]
+    fn a_password_ciphertext_cannot_stand_in_for_the_client_key_nor_the_other_way_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), key()).unwrap();
+        let id = DatasourceId::generate();
+        let pw = store.seal_password(&id, "pw");
+        let ck = store.seal_client_key(&id, &Secret::new("client key"));
+        let conn = ConnectionSettings {
+            host: Some("db.example.com".into()),
+            tls: Some(StoredTls {
+                mode: TlsMode::VerifyFull,
+                client_cert_pem: Some("cert".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let spec = |password: &[u8], client_key: &[u8]| {
+            let sealed = SealedSecrets {
+                password: Some(password),
+                tls_client_key: Some(client_key),
+            };
+            let spec = build_spec(&id, DatasourceKind::Mysql, &conn, sealed, 1, 1, store.key());
+            match spec.connection {
+                Connection::Network { password, tls, .. } => (
+                    password.expose().to_owned(),
+                    tls.client_key_pem.map(|k| k.expose().to_owned()),
+                ),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(spec(&pw, &ck), ("pw".into(), Some("client key".into())));
+        assert_eq!(
+            spec(&ck, &pw),
+            (String::new(), None),
+            "swapped: neither decrypts"
+        );
+        // Bound to the row as well: another datasource's client key does not decrypt here.
+        let other = store.seal_client_key(&DatasourceId::generate(), &Secret::new("other"));
+        assert_eq!(spec(&pw, &other).1, None);
     }
 }

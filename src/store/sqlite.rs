@@ -66,6 +66,14 @@ fn migrations() -> Migrations<'static> {
         M::up(crate::audit::SCHEMA_SQL),
         M::up(crate::audit::INDEXES_SQL),
         M::up(crate::audit::STAGING_SQL),
+        // TLS to datasources (issue 16). Rows stored before it connected in plain TCP: they say
+        // so explicitly, and keep working, rather than meet the new default (`verify-full`).
+        M::up(
+            r#"ALTER TABLE datasources ADD COLUMN tls_client_key_enc BLOB;
+             UPDATE datasources
+                SET connection = json_set(connection, '$.tls', json('{"mode":"disable"}'))
+              WHERE kind IN ('postgres', 'mysql') AND json_type(connection, '$.tls') IS NULL;"#,
+        ),
     ])
 }
 
@@ -381,7 +389,7 @@ fn load_datasources(
 ) -> Result<(), StoreError> {
     let mut st = c.prepare(
         "SELECT id, name, description, kind, visibility, owner_id, connection, password_enc,
-                policy, pool_max_size, generation, created_at, updated_at
+                policy, pool_max_size, generation, created_at, updated_at, tls_client_key_enc
          FROM datasources WHERE company_id = ?1",
     )?;
     for d in st.query_map([id.as_str()], |r| {
@@ -390,13 +398,18 @@ fn load_datasources(
         let connection: ConnectionSettings =
             serde_json::from_str(&r.get::<_, String>(6)?).map_err(json_err)?;
         let password_enc: Option<Vec<u8>> = r.get(7)?;
+        let tls_client_key_enc: Option<Vec<u8>> = r.get(13)?;
         let pool_max_size = r.get::<_, i64>(9)?.max(1) as usize;
         let generation = r.get::<_, i64>(10)? as u64;
+        let sealed = SealedSecrets {
+            password: password_enc.as_deref(),
+            tls_client_key: tls_client_key_enc.as_deref(),
+        };
         let spec = build_spec(
             &ds_id,
             kind,
             &connection,
-            password_enc.as_deref(),
+            sealed,
             pool_max_size,
             generation,
             key,
@@ -412,6 +425,7 @@ fn load_datasources(
             owner_id: UserId(r.get(5)?),
             connection,
             password_enc,
+            tls_client_key_enc,
             policy: serde_json::from_str(&r.get::<_, String>(8)?).map_err(json_err)?,
             pool_max_size,
             generation,
@@ -690,8 +704,8 @@ fn apply_objects(tx: &Transaction<'_>, co: &str, change: &Change) -> Result<(), 
                 tx.execute(
                     "INSERT INTO datasources (id, company_id, name, description, kind, visibility,
                         owner_id, connection, password_enc, policy, pool_max_size, generation,
-                        created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        created_at, updated_at, tls_client_key_enc)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                     params![
                         ds.id.as_str(),
                         co,
@@ -706,14 +720,16 @@ fn apply_objects(tx: &Transaction<'_>, co: &str, change: &Change) -> Result<(), 
                         ds.pool_max_size as i64,
                         ds.generation as i64,
                         ts(&ds.created_at),
-                        ts(&ds.updated_at)
+                        ts(&ds.updated_at),
+                        ds.tls_client_key_enc
                     ],
                 )?;
             } else {
                 affected(tx.execute(
                     "UPDATE datasources SET name = ?3, description = ?4, visibility = ?5,
                         owner_id = ?6, connection = ?7, password_enc = ?8, policy = ?9,
-                        pool_max_size = ?10, generation = ?11, updated_at = ?12
+                        pool_max_size = ?10, generation = ?11, updated_at = ?12,
+                        tls_client_key_enc = ?13
                      WHERE id = ?1 AND company_id = ?2",
                     params![
                         ds.id.as_str(),
@@ -727,7 +743,8 @@ fn apply_objects(tx: &Transaction<'_>, co: &str, change: &Change) -> Result<(), 
                         policy,
                         ds.pool_max_size as i64,
                         ds.generation as i64,
-                        ts(&ds.updated_at)
+                        ts(&ds.updated_at),
+                        ds.tls_client_key_enc
                     ],
                 )?)?;
             }
@@ -847,4 +864,94 @@ fn apply_sharing(tx: &Transaction<'_>, co: &str, change: &Change) -> Result<(), 
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasource::Connection as Reach;
+    use crate::datasource::tls::TlsMode;
+
+    /// The schema version before datasources had TLS settings.
+    const BEFORE_TLS: usize = 4;
+
+    #[test]
+    fn datasources_stored_before_tls_are_migrated_to_an_explicit_disable_and_keep_their_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let key = MasterKey::from_bytes(&[5u8; 32]).unwrap();
+        let mut conn = Connection::open(&path).unwrap();
+        migrations().to_version(&mut conn, BEFORE_TLS).unwrap();
+        conn.execute(
+            "INSERT INTO companies (id, name, created_at) VALUES ('co_1', 'acme', ?1)",
+            [ts(&Utc::now())],
+        )
+        .unwrap();
+        let now = ts(&Utc::now());
+        let rows = [
+            (
+                "ds_pg",
+                "postgres",
+                r#"{"host":"db","port":5432,"database":"d","user":"u"}"#,
+            ),
+            (
+                "ds_my",
+                "mysql",
+                r#"{"host":"db","port":3306,"database":"d","user":"u"}"#,
+            ),
+            ("ds_lite", "sqlite", r#"{"path":"/srv/acme.db"}"#),
+        ];
+        for (id, kind, connection) in rows {
+            let pw = key.encrypt(b"old-pw", id);
+            conn.execute(
+                "INSERT INTO datasources (id, company_id, name, description, kind, visibility,
+                    owner_id, connection, password_enc, policy, pool_max_size, generation,
+                    created_at, updated_at)
+                 VALUES (?1, 'co_1', ?1, '', ?2, 'private', 'usr_1', ?3, ?4, '{}', 4, 7, ?5, ?5)",
+                params![id, kind, connection, pw, now],
+            )
+            .unwrap();
+        }
+        drop(conn);
+
+        for _ in 0..2 {
+            // Opened twice: the second start finds the migration applied and changes nothing.
+            let store = Store::open(&path, MasterKey::from_bytes(&[5u8; 32]).unwrap()).unwrap();
+            let view = store.view();
+            let cv = view.company(&CompanyId("co_1".into())).unwrap();
+            for (id, kind, _) in rows {
+                let ds = &cv.datasources[&DatasourceId(id.into())];
+                assert_eq!(
+                    ds.generation, 7,
+                    "{id}: the pool is not rebuilt for nothing"
+                );
+                assert_eq!(ds.tls_client_key_enc, None, "{id}");
+                match (kind, &ds.connection.tls, &ds.spec.connection) {
+                    ("sqlite", None, Reach::Sqlite { .. }) => {}
+                    (
+                        _,
+                        Some(StoredTls {
+                            mode: TlsMode::Disable,
+                            ca_pem: None,
+                            client_cert_pem: None,
+                        }),
+                        Reach::Network { password, tls, .. },
+                    ) => {
+                        assert_eq!(password.expose(), "old-pw", "{id}");
+                        assert_eq!(*tls, crate::datasource::tls::TlsSettings::disabled());
+                    }
+                    other => panic!("{id}: {other:?}"),
+                }
+            }
+            let conn = Connection::open(&path).unwrap();
+            let text: String = conn
+                .query_row(
+                    "SELECT connection FROM datasources WHERE id = 'ds_pg'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(text.contains(r#""tls":{"mode":"disable"}"#), "{text}");
+        }
+    }
 }
