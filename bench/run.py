@@ -20,6 +20,8 @@ SLUICE_BENCH_MYSQL_URL (admin URLs), BENCH_SECS (measured seconds per step, defa
 BENCH_WARMUP (default 2), BENCH_CLIENTS (default 1,16,64), BENCH_STREAM_ROWS (default 1000000),
 BENCH_DATASOURCES / BENCH_ACTIVE (default 1000 / 100), BENCH_ONLY (comma list of sections:
 policy,overhead,audit,stream,many), BENCH_WRITE=0 (do not touch BENCHMARKS.md).
+Datasources say `"tls": {"mode": "disable"}`: the local servers speak plain TCP or show a
+self-signed certificate, which the API's default, verify-full, refuses.
 """
 import http.client
 import json
@@ -320,7 +322,8 @@ class Gateway:
         body = {
             "name": name, "kind": kind,
             "connection": {"host": admin.hostname or "127.0.0.1", "port": admin.port or port,
-                           "database": DATABASE, "user": ANALYST, "password": ANALYST_PW},
+                           "database": DATABASE, "user": ANALYST, "password": ANALYST_PW,
+                           "tls": {"mode": "disable"}},
             "policy": policy or {},
             "pool": {"max_size": pool_size},
         }

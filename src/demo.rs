@@ -14,18 +14,23 @@ use std::time::Duration;
 use crate::app::Application;
 use crate::audit::{AuditRecord, Outcome};
 use crate::config::Config;
+use crate::datasource::tls::TlsMode;
 use crate::fixtures::{self, AcmeAccounts};
 use crate::identity::mint;
 use crate::model::*;
 use crate::store::{
-    App, Change, Company, ConnectionSettings, Datasource, Integration, SealedSecrets, User,
-    build_spec,
+    App, Change, Company, ConnectionSettings, Datasource, Integration, SealedSecrets, StoredTls,
+    User, build_spec,
 };
 
 /// A file that marks a data directory as the demo's own, so the demo never wipes a real one.
 const MARKER: &str = "SLUICE_DEMO";
 const PG_DB: &str = "sluice_demo_acme";
 const MYSQL_DB: &str = "sluice_demo_acme";
+/// The TLS mode of the demo's PostgreSQL and MySQL datasources, stated rather than defaulted:
+/// the local servers it loads speak plain TCP (MariaDB, the docker-compose images) or show a
+/// self-signed certificate (Debian's PostgreSQL), which the default `verify-full` rightly refuses.
+const DEMO_TLS: TlsMode = TlsMode::Disable;
 
 /// The three audiences of seed 002: who they are, which tables their service account reaches.
 struct Audience {
@@ -283,6 +288,10 @@ pub fn create_company(
                             port: Some(port),
                             database: Some(db.into()),
                             user: Some(user.clone()),
+                            tls: Some(StoredTls {
+                                mode: DEMO_TLS,
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         },
                         Some(pw.clone()),
@@ -405,6 +414,11 @@ fn print_guide(s: &DemoSetup, addr: &str) {
     if s.kinds.len() == 1 {
         println!(
             "(no PostgreSQL/MySQL server answered on 127.0.0.1: only the SQLite datasources exist)"
+        );
+    } else {
+        println!(
+            "TLS to the databases: mode {DEMO_TLS} (plain TCP to the local servers); a datasource \
+             you register defaults to verify-full"
         );
     }
     println!("\nconsole: http://{addr}/ (open it in a browser)");

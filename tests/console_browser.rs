@@ -349,14 +349,23 @@ async fn an_admin_sets_up_a_datasource_and_app_and_a_consumer_queries_it_in_the_
         let el = input(&b, form, label).await;
         b.type_into(&el, value, true).await;
     }
+    // TLS starts on the strictest mode; the local server's self-signed certificate would fail
+    // it, so this datasource says `disable`, and the hint says what that means.
+    let mode = input(&b, form, "TLS mode").await;
+    assert_eq!(b.prop(&mode, "value").await, "verify-full");
+    b.choose(&mode, "Disable").await;
+    b.wait_text("Plain TCP: the password and every row cross the network unencrypted.")
+        .await;
     b.click(&form_button(&b, "Register a datasource", "Register").await)
         .await;
     b.xpath("//main//h1[normalize-space()='acme-warehouse']")
         .await;
 
-    // Test connection answers from the real server.
+    // Test connection answers from the real server, and says the connection is not encrypted.
     b.click(&b.button("Test connection").await).await;
     b.xpath("//div[contains(@class,'ok')]/strong[normalize-space()='Connected']")
+        .await;
+    b.xpath("//p[contains(@class,'tls-result') and normalize-space()='Not encrypted (TLS mode disable).']")
         .await;
     // The check read the account's default schema; the form shows it, so saving keeps it.
     let schema = b.css("input[name=default_schema]").await;
@@ -378,6 +387,11 @@ async fn an_admin_sets_up_a_datasource_and_app_and_a_consumer_queries_it_in_the_
         "{ds}"
     );
     assert_eq!(ds["policy"]["default_schema"], "public", "{ds}");
+    assert_eq!(
+        ds["connection"]["tls"],
+        json!({"mode": "disable", "client_key_set": false}),
+        "{ds}"
+    );
     let ds_id = ds["id"].as_str().unwrap().to_owned();
     shot(&b, "datasources", None).await;
 
@@ -595,6 +609,89 @@ async fn a_consumer_is_offered_no_register_or_invite_and_the_api_refuses_them_an
     }
     let (status, _) = s.call(&consumer, "GET", "/v1/audit", None).await;
     assert_eq!(status, 403);
+}
+
+// ---- TLS settings --------------------------------------------------------------------------
+
+/// A datasource registered with a mutual-TLS identity: the listing shows its mode, its page shows
+/// the certificate and that a key is set, never the key; editing the connection with the key
+/// left empty keeps it (the certificate comes back from the textarea with other line endings,
+/// and is still the same certificate), and the form sends the TLS settings the admin chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_key_shows_as_set_never_as_text_and_an_edit_without_it_keeps_it() {
+    let s = Sluice::start(&[]);
+    s.enable("postgres").await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["sluice-client".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .pem();
+    let key_pem = key.serialize_pem();
+    let key_line = key_pem.lines().nth(1).unwrap().to_owned();
+    let ds = s
+        .ok(
+            &s.owner,
+            "POST",
+            "/v1/datasources",
+            Some(json!({"name": "mtls", "kind": "postgres", "connection": {
+                "host": "db.example.com", "database": "d", "user": "u",
+                "tls": {"mode": "verify-ca", "ca_pem": cert, "client_cert_pem": cert,
+                        "client_key_pem": key_pem}}})),
+        )
+        .await;
+    let id = ds["id"].as_str().unwrap().to_owned();
+    let b = Browser::start().await;
+    sign_in(&b, &s, &s.owner).await;
+    open(&b, "Datasources").await;
+    b.xpath("//table[contains(@class,'datasources')]//span[contains(@class,'tls-verify-ca') and normalize-space()='verify-ca']")
+        .await;
+    b.goto(&s.url(&format!("#/datasources/{id}"))).await;
+    b.click(
+        &b.xpath("//summary[normalize-space()='Edit connection']")
+            .await,
+    )
+    .await;
+    let form = "//form[@aria-label='Edit connection']";
+    let mode = input(&b, form, "TLS mode").await;
+    assert_eq!(b.prop(&mode, "value").await, "verify-ca");
+    // A textarea gives its text back with LF line endings; rcgen writes CRLF.
+    let lf = |pem: &str| pem.replace("\r\n", "\n");
+    let shown = input(&b, form, "Client certificate (PEM)").await;
+    assert_eq!(b.prop(&shown, "value").await, json!(lf(&cert)));
+    let new_key = input(&b, form, "New client key (PEM)").await;
+    assert_eq!(
+        b.prop(&new_key, "value").await,
+        "",
+        "the key is never filled in"
+    );
+    b.xpath(&format!(
+        "{form}//span[contains(@class,'key-set') and normalize-space()='set']"
+    ))
+    .await;
+    let html = b
+        .exec("return document.documentElement.outerHTML", vec![])
+        .await;
+    assert!(
+        !html.as_str().unwrap_or_default().contains(&key_line),
+        "the key is not on the page"
+    );
+
+    // Save with the key left empty and the mode changed: the key stays, the mode is the new one.
+    b.choose(&mode, "Require").await;
+    b.click(&form_button(&b, "Edit connection", "Save connection").await)
+        .await;
+    b.wait_text("Connection saved").await;
+    let after = s
+        .ok(&s.owner, "GET", &format!("/v1/datasources/{id}"), None)
+        .await;
+    let tls = &after["connection"]["tls"];
+    assert_eq!(tls["mode"], "require", "{after}");
+    assert_eq!(tls["client_key_set"], true, "{after}");
+    assert_eq!(tls["client_cert_pem"], json!(lf(&cert)), "{after}");
+    assert_eq!(tls["ca_pem"], json!(lf(&cert)), "{after}");
+    assert!(!after.to_string().contains(&key_line));
+    no_page_errors(&b).await;
 }
 
 // ---- XSS -------------------------------------------------------------------------------------

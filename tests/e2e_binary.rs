@@ -294,6 +294,11 @@ async fn a_company_is_set_up_shared_and_audited_over_http_and_survives_a_restart
         ds["connection"].get("password").is_none(),
         "the password is write-only"
     );
+    assert_eq!(
+        ds["connection"]["tls"],
+        json!({"mode": "verify-full", "client_key_set": false}),
+        "TLS left out is the strictest mode"
+    );
     assert_eq!(ds["my_role"], "owner");
 
     // The creator makes a public app and a private one, both on the datasource.

@@ -652,7 +652,8 @@ async fn sigterm_drains_https_requests_and_a_pending_handshake_does_not_hold_it_
         json!({
             "name": "pg", "kind": "postgres",
             "connection": {"host": host, "port": pg_port, "database": db.name,
-                           "user": role, "password": "tls_pw"},
+                           "user": role, "password": "tls_pw",
+                           "tls": {"mode": "disable"}},
             "policy": {"extra_functions": ["pg_sleep"]},
         }),
     )

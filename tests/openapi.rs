@@ -264,3 +264,35 @@ async fn errors_have_the_documented_shape_and_v1_operations_need_the_bearer_sche
         }
     }
 }
+
+/// `connection.tls` is documented as sent and as answered: the client key is accepted and never
+/// answered (only `client_key_set`), the modes are libpq's four, and the check reports `tls`.
+#[tokio::test]
+async fn the_tls_settings_are_documented_with_the_client_key_write_only() {
+    let doc = document().await;
+    let schemas = &doc["components"]["schemas"];
+    let props = |name: &str| {
+        schemas[name]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no schema {name}: {}", schemas[name]))
+            .clone()
+    };
+    let input = props("TlsInput");
+    for field in ["mode", "ca_pem", "client_cert_pem", "client_key_pem"] {
+        assert!(input.contains_key(field), "TlsInput.{field}");
+    }
+    let answer = props("Tls");
+    assert!(!answer.contains_key("client_key_pem"), "the key is never answered");
+    assert_eq!(answer["client_key_set"]["type"], "boolean");
+    assert_eq!(
+        schemas["TlsMode"]["enum"],
+        serde_json::json!(["disable", "require", "verify-ca", "verify-full"])
+    );
+    assert!(props("ConnectionInput").contains_key("tls"));
+    assert!(props("Connection").contains_key("tls"));
+    let report = props("TlsReport");
+    for field in ["version", "verified", "chain_verified", "host_verified"] {
+        assert!(report.contains_key(field), "TlsReport.{field}");
+    }
+    assert!(props("CheckResult").contains_key("tls"));
+}

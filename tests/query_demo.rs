@@ -57,8 +57,12 @@ fn parse_curl(first: &str, second: &str) -> Curl {
     }
 }
 
+/// What the demo printed: the listen address, one entry per audience, the refused query's curl,
+/// and every line up to it.
+type Guide = (String, Vec<Audience>, Curl, Vec<String>);
+
 /// Reads the guide from stdout until the refused query's curl, then parses it.
-fn read_guide(lines: &std::sync::mpsc::Receiver<String>) -> (String, Vec<Audience>, Curl) {
+fn read_guide(lines: &std::sync::mpsc::Receiver<String>) -> Guide {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut out: Vec<String> = Vec::new();
     let next = |out: &mut Vec<String>| {
@@ -95,7 +99,7 @@ fn read_guide(lines: &std::sync::mpsc::Receiver<String>) -> (String, Vec<Audienc
                 }),
                 None => {
                     let base = base.expect("the listen address was printed first");
-                    return (base, audiences, curl);
+                    return (base, audiences, curl, out);
                 }
             }
         }
@@ -138,8 +142,17 @@ async fn the_demo_answers_its_printed_queries_and_refuses_the_printed_refusal() 
             }
         }
     });
-    let (base, audiences, refused) = read_guide(&rx);
+    let (base, audiences, refused, printed) = read_guide(&rx);
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    // The demo states the TLS mode of its PostgreSQL and MySQL datasources (the queries below
+    // show that the local servers answer with it).
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("TLS to the databases: mode disable")),
+        "no TLS mode printed:\n{}",
+        printed.join("\n")
+    );
     let keys: Vec<&str> = audiences.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(keys, ["analysts", "sales", "executives"]);
 
@@ -235,7 +248,13 @@ async fn the_demo_runs_on_sqlite_alone_when_no_database_server_answers() {
             }
         }
     });
-    let (_base, audiences, _refused) = read_guide(&rx);
+    let (_base, audiences, _refused, printed) = read_guide(&rx);
+    assert!(
+        !printed
+            .iter()
+            .any(|l| l.starts_with("TLS to the databases")),
+        "no network datasource, no TLS mode to state"
+    );
     let http = reqwest::Client::new();
     for a in &audiences {
         assert_eq!(a.datasources.len(), 1, "only SQLite: {a:?}");

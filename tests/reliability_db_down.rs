@@ -45,7 +45,7 @@ async fn world() -> World {
             json!({
                 "name": "flaky-pg", "kind": "postgres",
                 "connection": {"host": "127.0.0.1", "port": pg.port, "database": "postgres",
-                               "user": "svc", "password": "svc_pw"},
+                               "user": "svc", "password": "svc_pw", "tls": {"mode": "disable"}},
                 "policy": {"extra_functions": ["pg_sleep"]},
                 "pool": {"max_size": POOL},
             }),

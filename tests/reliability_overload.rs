@@ -55,7 +55,7 @@ async fn world(pool: usize, tweak: impl FnOnce(&mut sluice::config::Config)) -> 
             json!({
                 "name": "shared-pg", "kind": "postgres",
                 "connection": {"host": host, "port": port, "database": db.name,
-                               "user": role, "password": "ovl_pw"},
+                               "user": role, "password": "ovl_pw", "tls": {"mode": "disable"}},
                 "policy": {"extra_functions": ["pg_sleep"]},
                 "pool": {"max_size": pool},
             }),

@@ -90,7 +90,7 @@ async fn pg_datasource(db: &PgTestDb, role: &str) -> Value {
     json!({
         "name": "pg", "kind": "postgres",
         "connection": {"host": host, "port": port, "database": db.name,
-                       "user": role, "password": "rst_pw"},
+                       "user": role, "password": "rst_pw", "tls": {"mode": "disable"}},
         "policy": {"extra_functions": ["pg_sleep"]},
     })
 }

@@ -29,7 +29,7 @@ async fn world(max_rows: u64) -> World {
             json!({
                 "name": "slow-pg", "kind": "postgres",
                 "connection": {"host": host, "port": port, "database": db.name,
-                               "user": role, "password": "slow_pw"},
+                               "user": role, "password": "slow_pw", "tls": {"mode": "disable"}},
                 "policy": {"extra_functions": ["pg_sleep"], "max_rows": max_rows},
             }),
         )

@@ -60,7 +60,8 @@ impl World {
                 json!({
                     "name": name, "kind": "postgres",
                     "connection": {"host": host, "port": port, "database": self.db.name,
-                                   "user": self.role, "password": PASSWORD},
+                                   "user": self.role, "password": PASSWORD,
+                                   "tls": {"mode": "disable"}},
                     "policy": policy,
                 }),
             )

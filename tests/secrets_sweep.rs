@@ -1,8 +1,8 @@
 //! Secrets never leak: a full session against the real binary at debug log level, with working
 //! and failing datasources on PostgreSQL and MariaDB (wrong passwords, an unreachable server,
-//! database errors, checks, schema listings, a password rotation), after which every log line,
-//! every HTTP answer, the audit log and every file of the data directory are searched for the
-//! datasource passwords and the master key. Zero hits.
+//! database errors, checks, schema listings, a password rotation, a mutual-TLS client key), after
+//! which every log line, every HTTP answer, the audit log and every file of the data directory
+//! are searched for the datasource passwords, the client key and the master key. Zero hits.
 
 mod support;
 
@@ -197,11 +197,50 @@ async fn no_password_or_master_key_appears_in_logs_answers_audit_or_data_dir() {
                 "POST",
                 "/v1/datasources",
                 Some(json!({"name": name, "kind": kind, "connection": {
-                    "host": host, "port": port, "database": db, "user": user, "password": pw}})),
+                    "host": host, "port": port, "database": db, "user": user, "password": pw,
+                    "tls": {"mode": "disable"}}})),
             )
             .await;
         ids.push(ds["id"].as_str().expect("created").to_owned());
     }
+    // A mutual-TLS client key goes the same ways as a password: registered, checked, listed,
+    // its datasource edited with the key left out (kept) and sent again.
+    let client = rcgen::KeyPair::generate().expect("client key");
+    let client_cert = rcgen::CertificateParams::new(vec!["sluice-client".to_owned()])
+        .expect("params")
+        .self_signed(&client)
+        .expect("client certificate")
+        .pem();
+    let client_key = client.serialize_pem();
+    let mtls = |key: Option<&str>| {
+        let mut tls = json!({"mode": "require", "client_cert_pem": client_cert});
+        if let Some(k) = key {
+            tls["client_key_pem"] = json!(k);
+        }
+        json!({"host": pg_host, "port": pg_port, "database": pg.name, "user": pg_role,
+               "password": pg_pw, "tls": tls})
+    };
+    let ds = s
+        .call(
+            &owner,
+            "POST",
+            "/v1/datasources",
+            Some(json!({"name": "pg-mtls", "kind": "postgres",
+                        "connection": mtls(Some(&client_key))})),
+        )
+        .await;
+    assert_eq!(ds["connection"]["tls"]["client_key_set"], true, "{ds}");
+    let mtls_id = ds["id"].as_str().expect("created").to_owned();
+    for body in [mtls(None), mtls(Some(&client_key))] {
+        s.call(
+            &owner,
+            "PATCH",
+            &format!("/v1/datasources/{mtls_id}"),
+            Some(json!({ "connection": body })),
+        )
+        .await;
+    }
+    ids.push(mtls_id);
     let app = s
         .call(
             &owner,
@@ -212,7 +251,9 @@ async fn no_password_or_master_key_appears_in_logs_answers_audit_or_data_dir() {
         .await;
     let app_id = app["id"].as_str().expect("app").to_owned();
     let q = format!("/v1/apps/{app_id}/query");
-    for name in ["pg-good", "pg-wrong", "pg-down", "my-good", "my-wrong"] {
+    for name in [
+        "pg-good", "pg-wrong", "pg-down", "my-good", "my-wrong", "pg-mtls",
+    ] {
         for sql in [
             "SELECT id FROM t",
             "SELECT nosuchcolumn FROM t",
@@ -316,6 +357,12 @@ async fn no_password_or_master_key_appears_in_logs_answers_audit_or_data_dir() {
         logs.lines().count()
     );
 
+    // The key's first line of base64: what any copy of the PEM, or of the key, would contain.
+    let key_body = client_key
+        .lines()
+        .find(|l| !l.starts_with("-----"))
+        .expect("a PEM body")
+        .to_owned();
     let needles = [
         ("postgres password", pg_pw.as_str()),
         ("mysql password", my_pw.as_str()),
@@ -325,6 +372,7 @@ async fn no_password_or_master_key_appears_in_logs_answers_audit_or_data_dir() {
         ("rotated password", rotated.as_str()),
         ("master key (hex)", key_hex.as_str()),
         ("master key (base64)", key_b64.as_str()),
+        ("TLS client key", key_body.as_str()),
     ];
     let mut leaks = Vec::new();
     for (what, needle) in needles {

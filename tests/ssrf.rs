@@ -12,7 +12,8 @@ async fn register(gw: &Gateway, name: &str, host: &str, port: u16) -> String {
         &gw.owner,
         json!({"name": name, "kind": "postgres",
                "connection": {"host": host, "port": port, "database": "postgres",
-                              "user": "postgres", "password": "x"}}),
+                              "user": "postgres", "password": "x",
+                              "tls": {"mode": "disable"}}}),
     )
     .await
 }

@@ -337,6 +337,46 @@ pub struct Connection {
     pub options: Option<BTreeMap<String, String>>,
     /// SQLite only.
     pub path: Option<String>,
+    /// PostgreSQL and MySQL only (always present for them). Datasources registered before TLS
+    /// existed were migrated to `{"mode": "disable"}`.
+    pub tls: Option<Tls>,
+}
+
+/// libpq's `sslmode` meanings: `disable` plain TCP; `require` encrypted, the certificate not
+/// checked; `verify-ca` the chain must lead to a trusted root (`ca_pem`, else the system's);
+/// `verify-full` (the default) as `verify-ca`, and the certificate must name the registered host.
+#[derive(ToSchema, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Disable,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// A datasource's TLS settings as answered: never the client key.
+#[derive(ToSchema)]
+pub struct Tls {
+    pub mode: TlsMode,
+    /// The roots trusted instead of the system's (PEM).
+    pub ca_pem: Option<String>,
+    /// The certificate chain presented for mutual TLS (PEM).
+    pub client_cert_pem: Option<String>,
+    /// Whether a client key is stored (`client_key_pem` is write-only).
+    pub client_key_set: bool,
+}
+
+/// What `check` learned of the connection's TLS.
+#[derive(ToSchema)]
+pub struct TlsReport {
+    /// The negotiated protocol, e.g. `TLSv1.3`.
+    pub version: String,
+    /// Everything the mode asks for was verified (`false` under `require`, which verifies nothing).
+    pub verified: bool,
+    /// The certificate chain led to a trusted root.
+    pub chain_verified: bool,
+    /// The certificate named the registered host.
+    pub host_verified: bool,
 }
 
 #[derive(ToSchema)]
@@ -384,6 +424,10 @@ pub struct CheckResult {
     pub ok: bool,
     pub latency_ms: f64,
     pub server_version: String,
+    /// The connection's TLS; null under `disable` and for SQLite. A TLS failure (no TLS on the
+    /// server, an untrusted chain, a host name mismatch, an expired or refused certificate) is
+    /// not an answer here but 503 `datasource_unavailable` naming the cause.
+    pub tls: Option<TlsReport>,
     /// Where unqualified table names resolve: the policy's `default_schema`, else what the
     /// server says (PostgreSQL: the service account's own search path; MySQL: the database;
     /// SQLite: `main`). The check also records it in a PostgreSQL policy that names none.

@@ -17,10 +17,12 @@ use super::openapi as doc;
 use super::sharing::{self, Kind, MemberBody, TransferBody};
 use super::views::{self, ds_acl, find_ds, valid_name};
 use super::{AppState, change_record};
+use crate::datasource::tls::{self, TlsMode, TlsSettings};
+use crate::datasource::{Connection, Secret};
 use crate::identity::Caller;
 use crate::model::*;
 use crate::permission::{self, CompanyAction, DatasourceAction};
-use crate::store::{Change, ConnectionSettings, Datasource, SealedSecrets, build_spec};
+use crate::store::{Change, ConnectionSettings, Datasource, SealedSecrets, StoredTls, build_spec};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -53,6 +55,113 @@ struct ConnectionBody {
     #[serde(default)]
     options: std::collections::BTreeMap<String, String>,
     path: Option<String>,
+    /// PostgreSQL and MySQL only. Create: absent means `{"mode": "verify-full"}`. PATCH: absent
+    /// keeps the stored TLS settings; present replaces them (see `TlsInput`).
+    tls: Option<TlsBody>,
+}
+
+impl ConnectionBody {
+    /// Only `tls` is sent: a PATCH that changes the TLS settings alone, the rest kept.
+    fn is_tls_only(&self) -> bool {
+        self.tls.is_some()
+            && self.host.is_none()
+            && self.port.is_none()
+            && self.database.is_none()
+            && self.user.is_none()
+            && self.password.is_none()
+            && self.options.is_empty()
+            && self.path.is_none()
+    }
+}
+
+/// `connection.tls` as a client sends it. It is taken whole: a field left out is absent, never
+/// the stored value, with one exception on PATCH: `client_key_pem` left out keeps the stored key
+/// as long as `client_cert_pem` is sent unchanged (a new or removed certificate drops it).
+#[derive(Deserialize, Clone, Default, utoipa::ToSchema)]
+#[schema(as = TlsInput)]
+#[serde(deny_unknown_fields)]
+struct TlsBody {
+    /// libpq's sslmode: `disable`, `require`, `verify-ca` or `verify-full`. Absent: `verify-full`.
+    #[schema(value_type = Option<doc::TlsMode>)]
+    mode: Option<String>,
+    /// PEM bundle of the roots to trust (`verify-ca`, `verify-full`). Absent: the system's
+    /// trusted roots.
+    ca_pem: Option<String>,
+    /// PEM certificate chain for mutual TLS; needs `client_key_pem`.
+    client_cert_pem: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `client_cert_pem`. Write-only: stored
+    /// encrypted, never returned, logged or audited; answers show `client_key_set`.
+    client_key_pem: Option<String>,
+}
+
+/// Whether two PEM chains hold the same certificates: a form sends the stored PEM back with its
+/// line endings changed (a browser's textarea turns CRLF into LF), which is no new certificate.
+fn same_certs(a: &str, b: &str) -> bool {
+    match (
+        tls::parse_certs("client_cert_pem", a),
+        tls::parse_certs("client_cert_pem", b),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The TLS settings a create, or a PATCH that sends `connection.tls`, asks for.
+struct TlsChange {
+    stored: StoredTls,
+    /// A key sent with the request, to seal.
+    new_key: Option<Secret>,
+    /// PATCH without a key and with the certificate unchanged: the stored key stays.
+    keep_stored_key: bool,
+}
+
+/// Reads `connection.tls` (the default when absent) and judges it whole with the drivers' own
+/// parser, so a malformed PEM or half a client identity is a 400 naming the field now rather
+/// than a failed connection later. `current`: the stored settings and the decrypted stored key
+/// (PATCH), for a key the body leaves out.
+fn read_tls(
+    body: Option<&TlsBody>,
+    current: Option<(&StoredTls, Option<&Secret>)>,
+) -> Result<TlsChange, ApiError> {
+    let body = body.cloned().unwrap_or_default();
+    let mode = match body.mode.as_deref() {
+        None => TlsMode::default(),
+        Some(m) => serde_json::from_value::<TlsMode>(json!(m)).map_err(|_| {
+            ApiError::bad_request(
+                "connection.tls.mode must be disable, require, verify-ca or verify-full",
+            )
+        })?,
+    };
+    let stored = StoredTls {
+        mode,
+        ca_pem: body.ca_pem,
+        client_cert_pem: body.client_cert_pem,
+    };
+    let new_key = body.client_key_pem.map(Secret::new);
+    let kept = match (&new_key, current, &stored.client_cert_pem) {
+        (None, Some((old, old_key)), Some(cert))
+            if old
+                .client_cert_pem
+                .as_deref()
+                .is_some_and(|c| same_certs(c, cert)) =>
+        {
+            old_key.cloned()
+        }
+        _ => None,
+    };
+    let settings = TlsSettings {
+        mode,
+        ca_pem: stored.ca_pem.clone(),
+        client_cert_pem: stored.client_cert_pem.clone(),
+        client_key_pem: new_key.clone().or_else(|| kept.clone()),
+    };
+    // The error names the field and says why; it never quotes the PEM.
+    tls::validate(&settings).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(TlsChange {
+        stored,
+        new_key,
+        keep_stored_key: kept.is_some(),
+    })
 }
 
 #[derive(Deserialize, Clone, Copy, utoipa::ToSchema)]
@@ -76,7 +185,10 @@ struct CreateBody {
     pool: Option<PoolBody>,
 }
 
-/// Any subset of the create body; a new password replaces the old.
+/// Any subset of the create body. A `connection` sent replaces the stored one, except that a
+/// password or a `tls` left out keeps the stored one (a new password replaces the old), and that
+/// a `connection` of `tls` alone changes only the TLS settings. Any connection change (TLS
+/// included) bumps the datasource's generation: its pool is rebuilt.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = PatchDatasource)]
 #[serde(deny_unknown_fields)]
@@ -105,7 +217,8 @@ fn text_field(what: &str, v: &Option<String>) -> Result<String, ApiError> {
     }
 }
 
-/// Validates a connection for `kind` and returns the settings to store (no password).
+/// Validates a connection for `kind` and returns the settings to store (no password; no TLS
+/// settings either: `read_tls` judges those).
 fn validate_connection(
     kind: DatasourceKind,
     c: &ConnectionBody,
@@ -120,6 +233,12 @@ fn validate_connection(
     }
     match kind {
         DatasourceKind::Sqlite => {
+            if c.tls.is_some() {
+                return Err(ApiError::bad_request(
+                    "connection.tls is only for postgres and mysql datasources: a sqlite \
+                     datasource is a local file, with no network connection to encrypt",
+                ));
+            }
             if c.host.is_some() || c.port.is_some() || c.user.is_some() || c.password.is_some() {
                 return Err(ApiError::bad_request(
                     "a sqlite connection takes only connection.path",
@@ -285,7 +404,11 @@ async fn create(
         },
     ))?;
     let name = valid_name("name", &body.name)?;
-    let connection = validate_connection(body.kind, &body.connection)?;
+    let mut connection = validate_connection(body.kind, &body.connection)?;
+    let tls = match body.kind {
+        DatasourceKind::Sqlite => None,
+        _ => Some(read_tls(body.connection.tls.as_ref(), None)?),
+    };
     let policy = body.policy.unwrap_or_default();
     validate_policy(&state, body.kind, &policy)?;
     let pool_max_size =
@@ -301,10 +424,16 @@ async fn create(
         .password
         .as_deref()
         .map(|p| state.store.seal_password(&id, p));
+    let tls_mode = tls.as_ref().map(|t| t.stored.mode);
+    let tls_client_key_enc = tls
+        .as_ref()
+        .and_then(|t| t.new_key.as_ref())
+        .map(|k| state.store.seal_client_key(&id, k));
+    connection.tls = tls.map(|t| t.stored);
     let now = Utc::now();
     let sealed = SealedSecrets {
         password: password_enc.as_deref(),
-        tls_client_key: None,
+        tls_client_key: tls_client_key_enc.as_deref(),
     };
     let spec = build_spec(
         &id,
@@ -325,7 +454,7 @@ async fn create(
         owner_id: caller.user.id.clone(),
         connection,
         password_enc,
-        tls_client_key_enc: None,
+        tls_client_key_enc,
         policy,
         pool_max_size,
         generation: 1,
@@ -336,7 +465,10 @@ async fn create(
     };
     let mut rec = change_record(&caller, "datasource.create");
     rec.datasource_id = Some(id.clone());
-    rec.detail = Some(json!({"name": ds.name, "kind": ds.kind, "visibility": ds.visibility}));
+    // The TLS mode, so an unencrypted registration shows in the audit log; never a PEM.
+    rec.detail = Some(
+        json!({"name": ds.name, "kind": ds.kind, "visibility": ds.visibility, "tls_mode": tls_mode}),
+    );
     let cv = state
         .apply(
             &caller.user.company_id,
@@ -438,12 +570,42 @@ async fn patch(
     }
     let mut reconnect = false;
     if let Some(c) = &body.connection {
-        ds.connection = validate_connection(ds.kind, c)?;
+        // SQLite goes through validate_connection, which refuses its `tls`.
+        let tls_only = c.is_tls_only() && ds.kind != DatasourceKind::Sqlite;
+        let mut connection = if tls_only {
+            ds.connection.clone()
+        } else {
+            validate_connection(ds.kind, c)?
+        };
+        match &c.tls {
+            // Like the password: left out, the stored settings stay.
+            None => connection.tls = ds.connection.tls.clone(),
+            Some(t) => {
+                let stored_key = match &old.spec.connection {
+                    Connection::Network { tls, .. } => tls.client_key_pem.as_ref(),
+                    Connection::Sqlite { .. } => None,
+                };
+                let current = ds.connection.tls.as_ref().map(|s| (s, stored_key));
+                let change = read_tls(Some(t), current)?;
+                if let Some(k) = &change.new_key {
+                    ds.tls_client_key_enc = Some(state.store.seal_client_key(&ds.id, k));
+                    changed.push("tls.client_key_pem");
+                } else if !change.keep_stored_key {
+                    ds.tls_client_key_enc = None;
+                }
+                connection.tls = Some(change.stored);
+                changed.push("tls");
+            }
+        }
+        ds.connection = connection;
         if let Some(p) = &c.password {
             ds.password_enc = Some(state.store.seal_password(&ds.id, p));
             changed.push("password");
         }
-        changed.push("connection");
+        if !tls_only {
+            changed.push("connection");
+        }
+        // Any connection change, TLS included, bumps the generation: the pool is rebuilt.
         reconnect = true;
     }
     if let Some(p) = body.policy {
@@ -583,6 +745,8 @@ async fn check(
         "ok": true,
         "latency_ms": info.latency_ms,
         "server_version": info.server_version,
+        // What the connection negotiated and verified; null under `disable` (and for SQLite).
+        "tls": info.tls,
         "default_schema": crate::policy::default_schema(ds.kind, &ds.policy, &catalog.known.catalog),
     })))
 }

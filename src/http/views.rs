@@ -59,14 +59,26 @@ pub fn datasource(caller: &Caller, cv: &CompanyView, d: &Datasource) -> Value {
         "kind": d.kind,
         "visibility": d.visibility,
         "owner_id": d.owner_id,
-        // Never the password: ConnectionSettings has no field for it.
-        "connection": d.connection,
+        "connection": connection(d),
         "policy": d.policy,
         "pool": {"max_size": d.pool_max_size},
         "my_role": permission::effective_role(&principal_in(caller, cv), &ds_acl(d)),
         "created_at": d.created_at,
         "updated_at": d.updated_at,
     })
+}
+
+/// A datasource's connection as answered. Never the password nor the TLS client key:
+/// ConnectionSettings has no field for either; `tls.client_key_set` says whether a key is stored.
+fn connection(d: &Datasource) -> Value {
+    let mut c = json!(d.connection);
+    if let Some(tls) = c.get_mut("tls").and_then(Value::as_object_mut) {
+        tls.insert(
+            "client_key_set".into(),
+            Value::Bool(d.tls_client_key_enc.is_some()),
+        );
+    }
+    c
 }
 
 /// The caller as a principal, with group memberships read from `cv` (which may be fresher than

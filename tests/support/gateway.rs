@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use sluice::config::Config;
 use sluice::fixtures::{self, AcmeAccounts};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::db::{MysqlTestDb, PgTestDb, mysql_admin_url, pg_admin_url};
 use super::server::Server;
@@ -55,6 +55,13 @@ impl Gateway {
     /// Stops the server gracefully and checks it ended without error.
     pub async fn stop(self) {
         self.server.stop().await;
+    }
+
+    /// Stops the gateway, runs `offline` on its data directory, and starts it again there with
+    /// the same configuration (a restart, or an upgrade from an older version).
+    pub async fn restart(&mut self, offline: impl FnOnce(&Path)) {
+        self.server.restart(offline).await;
+        self.base = self.server.base.clone();
     }
 
     pub fn request(&self, token: &str, method: &str, path: &str) -> reqwest::RequestBuilder {
@@ -264,14 +271,17 @@ pub async fn pg_acme() -> PgAcme {
 }
 
 impl PgAcme {
-    /// A datasource create body for one of the service accounts.
+    /// A datasource create body for one of the service accounts. TLS is `disable`, stated: the
+    /// local server's certificate is Debian's self-signed one, which the default `verify-full`
+    /// refuses (the TLS tests use throwaway servers with their own CA).
     pub fn datasource(&self, name: &str, account: &(String, String), policy: Value) -> Value {
         let (host, port) = pg_server();
         json!({
             "name": name,
             "kind": "postgres",
             "connection": {"host": host, "port": port, "database": self.db.name,
-                           "user": account.0, "password": account.1},
+                           "user": account.0, "password": account.1,
+                           "tls": {"mode": "disable"}},
             "policy": policy,
         })
     }
@@ -309,13 +319,16 @@ pub async fn mysql_acme() -> MysqlAcme {
 }
 
 impl MysqlAcme {
+    /// A datasource create body for one of the accounts. TLS is `disable`, stated: the local
+    /// MariaDB has no TLS, which the default `verify-full` refuses.
     pub fn datasource(&self, name: &str, account: &(String, String), policy: Value) -> Value {
         let (host, port) = mysql_server();
         json!({
             "name": name,
             "kind": "mysql",
             "connection": {"host": host, "port": port, "database": self.db.name,
-                           "user": account.0, "password": account.1},
+                           "user": account.0, "password": account.1,
+                           "tls": {"mode": "disable"}},
             "policy": policy,
         })
     }

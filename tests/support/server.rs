@@ -4,7 +4,7 @@
 
 use sluice::app::Application;
 use sluice::config::Config;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct Server {
     pub base: String,
@@ -12,6 +12,7 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// The owner token of each company, in the order given to [`Server::start`].
     pub owners: Vec<String>,
+    config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -36,30 +37,59 @@ impl Server {
             })
             .collect();
         std::fs::create_dir_all(data_dir.join("sqlite")).expect("sqlite root");
+        let (base, stop, task) = Self::run(config.clone()).await;
+        Server {
+            base,
+            data_dir,
+            owners,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn run(
+        config: Config,
+    ) -> (
+        String,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
         let app = Application::build(config).await.expect("build the gateway");
         let addr = app.local_addr().expect("local addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run(async move {
             let _ = rx.await;
         }));
-        Server {
-            base: format!("http://{addr}"),
-            data_dir,
-            owners,
-            stop: Some(tx),
-            task: Some(task),
-            _dir: dir,
-        }
+        (format!("http://{addr}"), tx, task)
     }
 
-    /// Stops the server gracefully and checks it ended without error.
-    pub async fn stop(mut self) {
+    /// Stops the server gracefully, runs `offline` on its data directory (what an operator, or
+    /// an older version, might do while it is down), and starts it again there with the same
+    /// configuration. `base` changes: the new server has a new port.
+    pub async fn restart(&mut self, offline: impl FnOnce(&Path)) {
+        self.shut_down().await;
+        offline(&self.data_dir);
+        let (base, stop, task) = Self::run(self.config.clone()).await;
+        self.base = base;
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server run");
         }
+    }
+
+    /// Stops the server gracefully and checks it ended without error.
+    pub async fn stop(mut self) {
+        self.shut_down().await;
     }
 }
 

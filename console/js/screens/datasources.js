@@ -31,14 +31,51 @@ function renderList(view) {
       replace(body, h('p', { class: 'empty' }, 'No datasource is shared with you yet.'));
       return;
     }
-    replace(body, table(['Name', 'Kind', 'Visibility', 'Your role', 'Owner'], list.items.map((d) => [
+    replace(body, table(['Name', 'Kind', 'TLS', 'Visibility', 'Your role', 'Owner'], list.items.map((d) => [
       h('a', { href: `#/datasources/${seg(d.id)}`, class: 'ds-name' }, d.name),
       KIND_NAMES[d.kind] || d.kind,
+      tlsBadge(d),
       h('span', { class: `badge ${d.visibility}` }, d.visibility),
       d.my_role || '—',
       principalLabel(dir, d.owner_id),
     ]), { class: 'datasources' }));
   }, (err) => replace(body, errorView(err)));
+}
+
+/** libpq's sslmode values, strongest first, with what each one checks. */
+const TLS_MODES = [
+  ['verify-full', 'Verify full (default)', 'Encrypted; the certificate must lead to a trusted CA and name this host.'],
+  ['verify-ca', 'Verify CA', 'Encrypted; the certificate must lead to a trusted CA, but may name another host.'],
+  ['require', 'Require', 'Encrypted, the certificate not checked: stops eavesdropping, not an impostor server.'],
+  ['disable', 'Disable', 'Plain TCP: the password and every row cross the network unencrypted.'],
+];
+
+/** A datasource's TLS mode as a badge (`disable` stands out); nothing for SQLite. */
+function tlsBadge(ds) {
+  const t = ds.connection && ds.connection.tls;
+  if (!t) return '—';
+  return h('span', { class: `badge tls-${t.mode}`, title: 'TLS mode' }, t.mode);
+}
+
+/** The TLS part of the connection form: mode, CA, and a client certificate and key. */
+function tlsFields(t, editing) {
+  const mode = (t && t.mode) || 'verify-full';
+  const modeSel = select(TLS_MODES.map(([v, l]) => [v, l]), mode, { name: 'tls_mode' });
+  const hint = () => TLS_MODES.find(([v]) => v === modeSel.value)[2];
+  const modeField = field('TLS mode', modeSel, hint());
+  modeSel.addEventListener('change', () => { modeField.querySelector('small.hint').textContent = hint(); });
+  const pem = (name, value) => h('textarea', { name, rows: 3, spellcheck: 'false', class: 'pem', placeholder: '-----BEGIN …-----', value: value || '' });
+  const keySet = editing && t && t.client_key_set;
+  return h('fieldset', { class: 'tls' }, h('legend', {}, 'TLS'),
+    modeField,
+    field('CA certificate (PEM)', pem('ca_pem', t && t.ca_pem), 'The roots to trust. Empty: the system\u2019s trusted roots.'),
+    h('div', { class: 'grid2' },
+      field('Client certificate (PEM)', pem('client_cert_pem', t && t.client_cert_pem), 'For mutual TLS, with its key.'),
+      field(keySet ? 'New client key (PEM)' : 'Client key (PEM)',
+        h('textarea', { name: 'client_key_pem', rows: 3, spellcheck: 'false', class: 'pem', autocomplete: 'off' }),
+        keySet
+          ? h('span', {}, h('span', { class: 'badge key-set' }, 'set'), ' Leave empty to keep the stored key (while the certificate stays the same). Write-only: never shown again.')
+          : 'Write-only: stored encrypted and never shown again.')));
 }
 
 /** Connection inputs for a kind; values from `c` (an existing connection) when editing. */
@@ -57,6 +94,7 @@ function connectionFields(kind, c = {}, editing = false) {
     field(editing ? 'New password' : 'Password',
       h('input', { name: 'password', type: 'password', autocomplete: 'new-password' }),
       editing ? 'Leave empty to keep the stored password. It is write-only: never shown again.' : 'Write-only: stored encrypted and never shown again.'),
+    tlsFields(c.tls, editing),
   ];
 }
 
@@ -66,6 +104,9 @@ function readConnection(f, kind) {
   const c = { host: v('host'), database: v('database'), user: v('user') };
   if (v('port')) c.port = Number(v('port'));
   if (v('password')) c.password = f.elements.password.value;
+  // The TLS settings are sent whole; empty PEM fields are left out (a key left out is kept).
+  c.tls = { mode: v('tls_mode') || 'verify-full' };
+  for (const n of ['ca_pem', 'client_cert_pem', 'client_key_pem']) if (v(n)) c.tls[n] = f.elements[n].value;
   return c;
 }
 
@@ -157,6 +198,13 @@ function describeConnection(ds) {
   return `${c.user}@${c.host}:${c.port}/${c.database}`;
 }
 
+/** What a check says of the connection's TLS (`null`: not encrypted). */
+function tlsText(t) {
+  if (!t) return 'Not encrypted (TLS mode disable).';
+  if (!t.verified) return `Encrypted with ${t.version}; the server\u2019s certificate was not checked (mode require).`;
+  return `Encrypted with ${t.version}; certificate chain verified${t.host_verified ? ' and host name verified' : ' (host name not checked)'}.`;
+}
+
 function connectionPanel(ds, base, editor, reload, learned) {
   const test = h('button', { type: 'button', class: 'primary' }, 'Test connection');
   const result = h('div', { class: 'check-result', 'aria-live': 'polite' });
@@ -166,7 +214,8 @@ function connectionPanel(ds, base, editor, reload, learned) {
     learned(r);
     replace(result, h('div', { class: 'ok', role: 'status' },
       h('strong', {}, 'Connected'), ` in ${r.latency_ms.toFixed(1)} ms — ${r.server_version}`,
-      r.default_schema ? `; unqualified table names resolve in ${r.default_schema}` : ''));
+      r.default_schema ? `; unqualified table names resolve in ${r.default_schema}` : ''),
+    ds.kind === 'sqlite' ? null : h('p', { class: 'tls-result' }, tlsText(r.tls)));
   }, result);
   let edit = null;
   if (editor) {
@@ -177,7 +226,9 @@ function connectionPanel(ds, base, editor, reload, learned) {
         reload();
       }));
   }
-  return h('div', {}, h('p', {}, h('code', {}, describeConnection(ds))), h('div', { class: 'actions' }, test), result, edit);
+  return h('div', {},
+    h('p', {}, h('code', {}, describeConnection(ds)), ds.kind === 'sqlite' ? null : [' TLS: ', tlsBadge(ds)]),
+    h('div', { class: 'actions' }, test), result, edit);
 }
 
 function settingsPanel(ds, base, reload) {
