@@ -3,7 +3,7 @@
 //! offered (and what the API refuses anyway), hostile names rendered as text, a 100,000-row
 //! stream with its live count and a Cancel that stops the statement on the server, and keyboard
 //! and narrow-screen use. The walk saves a screenshot of each screen: under `docs/console/` with
-//! `SLUICE_CONSOLE_SCREENSHOTS=docs` (how the README's pictures are refreshed), else under
+//! `SLUICE_TEST_CONSOLE_SCREENSHOTS=docs` (how the README's pictures are refreshed), else under
 //! `target/console-screenshots/`.
 //!
 //! Also the API addition the console needed: `GET /v1/users?q=` (the share picker's search).
@@ -221,11 +221,11 @@ async fn no_page_errors(b: &Browser) {
 }
 
 /// Where the screenshots go: `docs/console/` (what the README shows) when
-/// `SLUICE_CONSOLE_SCREENSHOTS=docs` asks to refresh them, else the target directory, so an
+/// `SLUICE_TEST_CONSOLE_SCREENSHOTS=docs` asks to refresh them, else the target directory, so an
 /// ordinary test run never rewrites tracked files (the pictures differ run to run: ids, times).
 fn shots() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if std::env::var("SLUICE_CONSOLE_SCREENSHOTS").as_deref() == Ok("docs") {
+    if std::env::var("SLUICE_TEST_CONSOLE_SCREENSHOTS").as_deref() == Ok("docs") {
         root.join("docs/console")
     } else {
         std::env::var_os("CARGO_TARGET_DIR")
