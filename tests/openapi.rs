@@ -282,7 +282,10 @@ async fn the_tls_settings_are_documented_with_the_client_key_write_only() {
         assert!(input.contains_key(field), "TlsInput.{field}");
     }
     let answer = props("Tls");
-    assert!(!answer.contains_key("client_key_pem"), "the key is never answered");
+    assert!(
+        !answer.contains_key("client_key_pem"),
+        "the key is never answered"
+    );
     assert_eq!(answer["client_key_set"]["type"], "boolean");
     assert_eq!(
         schemas["TlsMode"]["enum"],
