@@ -10,7 +10,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -23,8 +23,8 @@ use sluice::datasource::{
 };
 use sluice::model::{DatasourceId, DatasourceKind};
 use support::certs::{CertKey, TestCa};
+use support::relay::{Relay, contains};
 use support::throwaway_mysql::ThrowawayMariadb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "Tls_svc_pw_8812_qx";
 const USER: &str = "tls_svc_user";
@@ -516,84 +516,9 @@ async fn over_tls_statements_are_stopped_on_the_server_and_read_only_holds() {
     d.close();
 }
 
-/// A TCP relay between the driver and the server that records every byte, both ways.
-struct Relay {
-    port: u16,
-    bytes: Arc<Mutex<Vec<u8>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn to(server_port: u16) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the relay");
-        let port = listener.local_addr().expect("relay address").port();
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let record = bytes.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let Ok(server) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await
-                    else {
-                        return;
-                    };
-                    let (client_read, client_write) = client.into_split();
-                    let (server_read, server_write) = server.into_split();
-                    tokio::join!(
-                        pump(client_read, server_write, record.clone()),
-                        pump(server_read, client_write, record),
-                    );
-                });
-            }
-        });
-        Relay { port, bytes, task }
-    }
-
-    fn recorded(&self) -> Vec<u8> {
-        self.bytes.lock().expect("relay record").clone()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    record: Arc<Mutex<Vec<u8>>>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        record
-            .lock()
-            .expect("relay record")
-            .extend_from_slice(&buf[..n]);
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 /// Runs the capture query through a relay under `settings`; what crossed the wire.
 async fn capture(server: &ThrowawayMariadb, settings: TlsSettings) -> Vec<u8> {
-    let relay = Relay::to(server.port).await;
+    let relay = Relay::start(server.port).await;
     let d = open("localhost", relay.port, USER, settings).await;
     let got = rows(
         &*d,
@@ -608,7 +533,9 @@ async fn capture(server: &ThrowawayMariadb, settings: TlsSettings) -> Vec<u8> {
         "the driver got the row"
     );
     d.close();
-    relay.recorded()
+    let (mut bytes, to_client, _) = relay.take();
+    bytes.extend_from_slice(&to_client);
+    bytes
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -25,8 +25,8 @@ use sluice::datasource::{
 };
 use sluice::model::{DatasourceId, DatasourceKind};
 use support::certs::{CertKey, TestCa};
+use support::relay::{Relay, contains};
 use support::throwaway::ThrowawayPg;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The service account's password: no message may contain it, and no byte on the wire under TLS.
 const PASSWORD: &str = "Svc_tls_pw_8842_kv";
@@ -591,104 +591,6 @@ async fn statements_are_stopped_on_the_server_over_tls() {
 
 // ---------------------------------------------------------------------------------------------
 // What crosses the wire
-
-/// A TCP relay between the driver and the server that records every byte, each way, and the
-/// first 8 bytes of every connection (a startup, SSL or cancel request: length and code).
-struct Relay {
-    port: u16,
-    to_server: Arc<Mutex<Vec<u8>>>,
-    to_client: Arc<Mutex<Vec<u8>>>,
-    openings: Arc<Mutex<Vec<[u8; 8]>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(server_port: u16) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the relay");
-        let port = listener.local_addr().expect("relay address").port();
-        let to_server: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let to_client: Arc<Mutex<Vec<u8>>> = Arc::default();
-        let openings: Arc<Mutex<Vec<[u8; 8]>>> = Arc::default();
-        let (up, down, opened) = (to_server.clone(), to_client.clone(), openings.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (up, down, opened) = (up.clone(), down.clone(), opened.clone());
-                tokio::spawn(async move {
-                    let Ok(server) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", server_port)).await
-                    else {
-                        return;
-                    };
-                    let (mut client_read, client_write) = client.into_split();
-                    let (server_read, mut server_write) = server.into_split();
-                    let mut first = [0u8; 8];
-                    if client_read.read_exact(&mut first).await.is_err() {
-                        return;
-                    }
-                    opened.lock().unwrap().push(first);
-                    up.lock().unwrap().extend_from_slice(&first);
-                    if server_write.write_all(&first).await.is_err() {
-                        return;
-                    }
-                    tokio::join!(
-                        pipe(client_read, server_write, up),
-                        pipe(server_read, client_write, down)
-                    );
-                });
-            }
-        });
-        Relay {
-            port,
-            to_server,
-            to_client,
-            openings,
-            task,
-        }
-    }
-
-    /// Everything recorded so far (each way, and the connections' openings); the record starts
-    /// again empty.
-    fn take(&self) -> (Vec<u8>, Vec<u8>, Vec<[u8; 8]>) {
-        (
-            std::mem::take(&mut *self.to_server.lock().unwrap()),
-            std::mem::take(&mut *self.to_client.lock().unwrap()),
-            std::mem::take(&mut *self.openings.lock().unwrap()),
-        )
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    record: Arc<Mutex<Vec<u8>>>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        record.lock().unwrap().extend_from_slice(&buf[..n]);
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown().await;
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
 
 #[tokio::test]
 async fn with_tls_neither_the_password_nor_a_result_value_crosses_in_clear_and_with_disable_both_do()

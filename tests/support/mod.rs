@@ -5,6 +5,7 @@ pub mod app;
 pub mod certs;
 pub mod db;
 pub mod gateway;
+pub mod relay;
 pub mod server;
 pub mod throwaway;
 pub mod throwaway_mysql;
