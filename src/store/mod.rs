@@ -1,9 +1,9 @@
 //! The control plane: companies, users, tokens, groups, datasources, apps and their sharing.
 //!
 //! All writes go through one interface, [`Change`], applied atomically with their audit records by
-//! a backend (SQLite today; the enum is what a PostgreSQL backend for several replicas would
-//! implement). Reads are served from an in-memory [`View`], one immutable snapshot per company,
-//! swapped after every committed write, so the query path never waits on the store.
+//! a [`Backend`] (the embedded SQLite file, or PostgreSQL shared by several replicas). Reads are
+//! served from an in-memory [`View`], one immutable snapshot per company, swapped after every
+//! committed write, so the query path never waits on the store.
 
 pub mod crypto;
 mod sqlite;
@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::audit::AuditRecord;
 use crate::datasource::tls::{TlsMode, TlsSettings};
@@ -400,9 +401,47 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Where the control plane is kept durably. Every method is synchronous and may block on I/O:
+/// callers hold the store's mutex and run on a blocking thread.
+///
+/// Versions: every committed change set bumps one counter (`meta.version`); a store compares it
+/// with the last one it saw to notice writes by other processes or replicas.
+pub trait Backend: Send {
+    /// Applies `changes` and their audit records in one transaction, checks the invariants
+    /// inside it, bumps the version and commits. Returns the version the transaction found
+    /// before its own bump (so the new version is that plus one).
+    fn apply(
+        &mut self,
+        company: &CompanyId,
+        changes: &[Change],
+        audit: &[AuditRecord],
+        key: &MasterKey,
+    ) -> Result<i64, StoreError>;
+
+    /// Every company's view.
+    fn load_all(&mut self, key: &MasterKey) -> Result<View, StoreError>;
+
+    /// One company's view; [`StoreError::NotFound`] when it does not exist.
+    fn load_company(&mut self, id: &CompanyId, key: &MasterKey) -> Result<CompanyView, StoreError>;
+
+    /// The current version counter.
+    fn version(&mut self) -> Result<i64, StoreError>;
+
+    /// Readiness: the backend answers a trivial query (and is still the store it opened).
+    fn ping(&mut self) -> Result<(), StoreError>;
+
+    /// Reads audit records (admin route; not the query hot path).
+    fn audit_query(
+        &mut self,
+        filter: &crate::audit::AuditFilter,
+    ) -> Result<crate::audit::AuditPage, crate::audit::AuditError>;
+}
+
 /// The control-plane store: the durable backend plus the in-memory view it keeps current.
 pub struct Store {
-    backend: Mutex<sqlite::Backend>,
+    backend: Mutex<Box<dyn Backend>>,
+    /// The version this store last saw or wrote; changed only while holding `backend`.
+    seen_version: AtomicI64,
     view: ArcSwap<View>,
     key: Arc<MasterKey>,
 }
@@ -416,14 +455,29 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store file, applies migrations and loads the view.
     pub fn open(path: &Path, key: MasterKey) -> Result<Store, StoreError> {
-        let backend = sqlite::Backend::open(path)?;
+        Self::with_backend(Box::new(sqlite::Backend::open(path)?), key)
+    }
+
+    /// Builds a store over an opened (and migrated) backend: loads the view.
+    pub fn with_backend(
+        mut backend: Box<dyn Backend>,
+        key: MasterKey,
+    ) -> Result<Store, StoreError> {
         let key = Arc::new(key);
+        let seen = backend.version()?;
         let view = backend.load_all(&key)?;
         Ok(Store {
             backend: Mutex::new(backend),
+            seen_version: AtomicI64::new(seen),
             view: ArcSwap::from_pointee(view),
             key,
         })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Box<dyn Backend>>, StoreError> {
+        self.backend
+            .lock()
+            .map_err(|_| StoreError::Internal("store lock poisoned".to_owned()))
     }
 
     /// The current snapshot: no lock, no I/O.
@@ -443,11 +497,16 @@ impl Store {
         changes: Vec<Change>,
         audit: Vec<AuditRecord>,
     ) -> Result<Arc<CompanyView>, StoreError> {
-        let mut backend = self
-            .backend
-            .lock()
-            .map_err(|_| StoreError::Internal("store lock poisoned".to_owned()))?;
-        backend.apply(company, &changes, &audit, &self.key)?;
+        let mut backend = self.lock()?;
+        let before = backend.apply(company, &changes, &audit, &self.key)?;
+        // Only our own write came in since we last looked: the view stays current. Otherwise
+        // leave the seen version behind so the next poll reloads what the other process wrote.
+        let _ = self.seen_version.compare_exchange(
+            before,
+            before + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         let cv = Arc::new(backend.load_company(company, &self.key)?);
         let old = self.view.load_full();
         let mut companies = old.companies.clone();
@@ -471,27 +530,21 @@ impl Store {
     /// Reloads everything when another process (the `sluice company create` CLI, or another
     /// replica) wrote to the store since this one last looked. Cheap when nothing changed.
     pub fn refresh_if_changed(&self) -> Result<bool, StoreError> {
-        let mut backend = self
-            .backend
-            .lock()
-            .map_err(|_| StoreError::Internal("store lock poisoned".to_owned()))?;
-        if !backend.changed_elsewhere()? {
+        let mut backend = self.lock()?;
+        let current = backend.version()?;
+        if current == self.seen_version.load(Ordering::Acquire) {
             return Ok(false);
         }
         // Note the version before loading: a write that lands during the load is seen next time.
-        backend.remember_own_write();
         let view = backend.load_all(&self.key)?;
+        self.seen_version.store(current, Ordering::Release);
         self.view.store(Arc::new(view));
         Ok(true)
     }
 
     /// Readiness: the store answers a trivial query.
     pub fn ping(&self) -> Result<(), StoreError> {
-        let backend = self
-            .backend
-            .lock()
-            .map_err(|_| StoreError::Internal("store lock poisoned".to_owned()))?;
-        backend.ping()
+        self.lock()?.ping()
     }
 
     /// Reads audit records (admin route; not the query hot path).
@@ -499,11 +552,11 @@ impl Store {
         &self,
         filter: &crate::audit::AuditFilter,
     ) -> Result<crate::audit::AuditPage, crate::audit::AuditError> {
-        let backend = self
+        let mut backend = self
             .backend
             .lock()
             .map_err(|_| crate::audit::AuditError::Closed)?;
-        crate::audit::query(backend.conn(), filter)
+        backend.audit_query(filter)
     }
 
     /// Encrypts a datasource password for storage.
@@ -701,9 +754,14 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-        let backend = store.backend.lock().unwrap();
-        let n = crate::audit::count(backend.conn(), &cid).unwrap();
-        assert_eq!(n, 1, "the refused change left no audit record");
+        let page = store
+            .audit_query(&crate::audit::AuditFilter::new(cid.clone()))
+            .unwrap();
+        assert_eq!(
+            page.items.len(),
+            1,
+            "the refused change left no audit record"
+        );
     }
 
     #[test]

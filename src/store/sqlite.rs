@@ -84,8 +84,6 @@ pub(super) struct Backend {
     /// compares the two.
     path: std::path::PathBuf,
     identity: Option<(u64, u64)>,
-    /// The `meta.version` this process last saw or wrote.
-    seen_version: i64,
 }
 
 /// Device and inode of the file at `path`, `None` when there is none.
@@ -141,58 +139,53 @@ impl Backend {
         migrations()
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
-        let seen_version = Self::version(&conn)?;
         Ok(Backend {
             conn,
             path: path.to_owned(),
             identity: file_identity(path),
-            seen_version,
         })
     }
 
-    pub(super) fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    fn version(conn: &Connection) -> Result<i64, StoreError> {
+    fn read_version(conn: &Connection) -> Result<i64, StoreError> {
         Ok(
             conn.query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
                 r.get(0)
             })?,
         )
     }
+}
+
+impl super::Backend for Backend {
+    fn version(&mut self) -> Result<i64, StoreError> {
+        Self::read_version(&self.conn)
+    }
 
     /// The store answers a query on its connection, and its file is still the one the
     /// connection opened (writes to a deleted or replaced file would be lost at the next start).
-    pub(super) fn ping(&self) -> Result<(), StoreError> {
+    fn ping(&mut self) -> Result<(), StoreError> {
         if file_identity(&self.path) != self.identity {
             return Err(StoreError::Unavailable(format!(
                 "the store file {} was removed or replaced while open",
                 self.path.display()
             )));
         }
-        Self::version(&self.conn).map(|_| ())
+        Self::read_version(&self.conn).map(|_| ())
     }
 
-    pub(super) fn changed_elsewhere(&mut self) -> Result<bool, StoreError> {
-        let v = Self::version(&self.conn)?;
-        Ok(v != self.seen_version)
+    fn audit_query(
+        &mut self,
+        filter: &crate::audit::AuditFilter,
+    ) -> Result<crate::audit::AuditPage, crate::audit::AuditError> {
+        crate::audit::query(&self.conn, filter)
     }
 
-    /// Records the current `meta.version` as seen by this process.
-    pub(super) fn remember_own_write(&mut self) {
-        if let Ok(v) = Self::version(&self.conn) {
-            self.seen_version = v;
-        }
-    }
-
-    pub(super) fn apply(
+    fn apply(
         &mut self,
         company: &CompanyId,
         changes: &[Change],
         audit: &[AuditRecord],
         key: &MasterKey,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         // IMMEDIATE takes the write lock before the first read. A deferred transaction would read
         // `meta.version` first and then fail at once (SQLITE_BUSY, no busy wait: it already holds
         // a read snapshot) whenever the audit writer or a lone query's own audit commit holds the
@@ -216,15 +209,10 @@ impl Backend {
             [],
         )?;
         tx.commit()?;
-        // Only our own write came in since we last looked: the view stays current. Otherwise
-        // leave the seen version behind so the next poll reloads what the other process wrote.
-        if before == self.seen_version {
-            self.seen_version = before + 1;
-        }
-        Ok(())
+        Ok(before)
     }
 
-    pub(super) fn load_all(&self, key: &MasterKey) -> Result<View, StoreError> {
+    fn load_all(&mut self, key: &MasterKey) -> Result<View, StoreError> {
         let ids: Vec<CompanyId> = {
             let mut st = self.conn.prepare("SELECT id FROM companies")?;
             st.query_map([], |r| Ok(CompanyId(r.get(0)?)))?
@@ -241,11 +229,7 @@ impl Backend {
         Ok(view)
     }
 
-    pub(super) fn load_company(
-        &self,
-        id: &CompanyId,
-        key: &MasterKey,
-    ) -> Result<CompanyView, StoreError> {
+    fn load_company(&mut self, id: &CompanyId, key: &MasterKey) -> Result<CompanyView, StoreError> {
         let c = &self.conn;
         let mut cv = CompanyView {
             company: c
