@@ -111,6 +111,9 @@ pub struct Audit {
     /// fsync the audit log at every commit, so records survive an OS crash or power loss, not
     /// only a crash of the gateway process. Costs about one disk flush per batch.
     pub fsync: bool,
+    /// Days audit records are kept; older ones are deleted by the writer at start and every ten
+    /// minutes, 1,000 at a time. Unset (default): kept forever.
+    pub retention_days: Option<u32>,
 }
 
 /// The MCP endpoint (`/v1/apps/{id}/mcp`). It is stateless: no MCP session outlives the HTTP
@@ -257,6 +260,7 @@ impl Default for Audit {
             max_delay_ms: 0,
             queue_capacity: 65_536,
             fsync: false,
+            retention_days: None,
         }
     }
 }

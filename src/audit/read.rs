@@ -1,11 +1,11 @@
 //! Reading the audit log: filtered, company-scoped pages, newest first, with keyset cursors.
 
-use super::{AuditError, AuditRecord, Outcome, STAGING_TABLE, TABLE, columns};
+use super::{AuditError, AuditRecord, Dialect, Field, Outcome, columns};
 use crate::model::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use rusqlite::types::{Type, Value};
+use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 
 /// Items per page when the request does not say.
@@ -102,96 +102,172 @@ const COLUMNS: &str = columns!();
 /// A cursor only positions the page; the company scope always comes from the filter, so a cursor
 /// taken from another company's page reveals nothing.
 pub fn query(conn: &Connection, filter: &AuditFilter) -> Result<AuditPage, AuditError> {
-    let cursor = filter.cursor.as_deref().map(Cursor::decode).transpose()?;
-    let limit = filter.effective_limit();
-    let (sql, params) = page_sql(filter, cursor.as_ref(), limit);
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut items = stmt
-        .query_map(rusqlite::params_from_iter(params), from_row)?
+    let page = Page::new(filter, Dialect::Sqlite)?;
+    let mut stmt = conn.prepare_cached(&page.sql)?;
+    let items = stmt
+        .query_map(
+            rusqlite::params_from_iter(page.params.iter().map(Param::field)),
+            |r| record_from(r),
+        )?
         .collect::<Result<Vec<_>, _>>()?;
-
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|last| {
-            Cursor {
-                at_us: last.at.timestamp_micros(),
-                id: last.id.as_str().to_owned(),
-            }
-            .encode()
-        })
-    } else {
-        None
-    };
-    Ok(AuditPage { items, next_cursor })
+    Ok(page.finish(items))
 }
 
-/// The statement reading one page, and its parameters.
-///
-/// Records are in the log or, for a moment after their commit, in the staging table (see
-/// [`super::STAGING_SQL`]); the page is read from both. SQLite merges the two ordered arms: the
-/// log's from its index in order, stopping after the page, the staging table's (a few hundred
-/// rows at most) sorted.
-fn page_sql(filter: &AuditFilter, cursor: Option<&Cursor>, limit: usize) -> (String, Vec<Value>) {
-    let mut cond = String::from("company_id = ?");
-    let mut params: Vec<Value> = vec![Value::Text(filter.company_id.as_str().to_owned())];
-    let mut eq = |column: &str, value: Option<&str>| {
-        if let Some(v) = value {
-            cond.push_str(&format!(" AND {column} = ?"));
-            params.push(Value::Text(v.to_owned()));
+/// [`query`] on the PostgreSQL store database: the same filters, cursors, order and limits.
+pub fn query_pg(
+    client: &mut postgres::Client,
+    filter: &AuditFilter,
+) -> Result<AuditPage, AuditError> {
+    let page = Page::new(filter, Dialect::Postgres)?;
+    let fields: Vec<Field<'_>> = page.params.iter().map(Param::field).collect();
+    let items = client
+        .query(page.sql.as_str(), &pg_params(&fields))?
+        .iter()
+        .map(record_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(page.finish(items))
+}
+
+fn pg_params<'a>(fields: &'a [Field<'_>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    fields
+        .iter()
+        .map(|f| f as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// A value bound to a page's statement.
+#[derive(Clone, Debug, PartialEq)]
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl Param {
+    fn field(&self) -> Field<'_> {
+        match self {
+            Param::Text(s) => Field::Text(Some(s)),
+            Param::Int(n) => Field::Int(Some(*n)),
         }
-    };
-    eq("action", filter.action.as_deref());
-    eq("actor_id", filter.actor_id.as_ref().map(UserId::as_str));
-    eq("app_id", filter.app_id.as_ref().map(AppId::as_str));
-    eq(
-        "datasource_id",
-        filter.datasource_id.as_ref().map(DatasourceId::as_str),
-    );
-    eq("outcome", filter.outcome.map(Outcome::as_str));
-    if let Some(since) = filter.since {
-        cond.push_str(" AND at_us >= ?");
-        params.push(Value::Integer(since.timestamp_micros()));
     }
-    if let Some(until) = filter.until {
-        cond.push_str(" AND at_us < ?");
-        params.push(Value::Integer(until.timestamp_micros()));
+}
+
+/// The statement reading one page, in one dialect, and its parameters.
+struct Page {
+    sql: String,
+    params: Vec<Param>,
+    limit: usize,
+}
+
+impl Page {
+    /// Records are in the log or, on SQLite for a moment after their commit, in the staging
+    /// table (see [`super::STAGING_SQL`]); the page is read from both. SQLite merges the two
+    /// ordered arms: the log's from its index in order, stopping after the page, the staging
+    /// table's (a few hundred rows at most) sorted. Both arms use the same numbered parameters.
+    fn new(filter: &AuditFilter, dialect: Dialect) -> Result<Page, AuditError> {
+        let cursor = filter.cursor.as_deref().map(Cursor::decode).transpose()?;
+        let limit = filter.effective_limit();
+        let mut params = vec![Param::Text(filter.company_id.as_str().to_owned())];
+        let mut cond = format!("company_id = {}", dialect.placeholder(1));
+        // Each `?` of `sql` becomes the placeholder of the next parameter.
+        let mut add = |sql: &str, values: Vec<Param>| {
+            let mut parts = sql.split('?');
+            cond.push_str(" AND ");
+            cond.push_str(parts.next().unwrap_or_default());
+            for (part, v) in parts.zip(values) {
+                params.push(v);
+                cond.push_str(&dialect.placeholder(params.len()));
+                cond.push_str(part);
+            }
+        };
+        let text = |v: &str| vec![Param::Text(v.to_owned())];
+        let eqs = [
+            ("action = ?", filter.action.as_deref()),
+            ("actor_id = ?", filter.actor_id.as_ref().map(UserId::as_str)),
+            ("app_id = ?", filter.app_id.as_ref().map(AppId::as_str)),
+            (
+                "datasource_id = ?",
+                filter.datasource_id.as_ref().map(DatasourceId::as_str),
+            ),
+            ("outcome = ?", filter.outcome.map(Outcome::as_str)),
+        ];
+        for (sql, value) in eqs {
+            if let Some(v) = value {
+                add(sql, text(v));
+            }
+        }
+        if let Some(since) = filter.since {
+            add("at_us >= ?", vec![Param::Int(since.timestamp_micros())]);
+        }
+        if let Some(until) = filter.until {
+            add("at_us < ?", vec![Param::Int(until.timestamp_micros())]);
+        }
+        if let Some(c) = cursor {
+            add(
+                "(at_us, id) < (?, ?)",
+                vec![Param::Int(c.at_us), Param::Text(c.id)],
+            );
+        }
+        // One extra row tells whether another page exists, so the last page has no cursor.
+        params.push(Param::Int(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
+        let arms: Vec<String> = dialect
+            .tables()
+            .iter()
+            .map(|t| format!("SELECT {COLUMNS} FROM {t} WHERE {cond}"))
+            .collect();
+        let sql = format!(
+            "{} ORDER BY at_us DESC, id DESC LIMIT {}",
+            arms.join(" UNION ALL "),
+            dialect.placeholder(params.len())
+        );
+        Ok(Page { sql, params, limit })
     }
-    if let Some(c) = cursor {
-        cond.push_str(" AND (at_us, id) < (?, ?)");
-        params.push(Value::Integer(c.at_us));
-        params.push(Value::Text(c.id.clone()));
+
+    /// The page of `items` (up to one more than the limit, newest first) and its cursor.
+    fn finish(&self, mut items: Vec<AuditRecord>) -> AuditPage {
+        let next_cursor = if items.len() > self.limit {
+            items.truncate(self.limit);
+            items.last().map(|last| {
+                Cursor {
+                    at_us: last.at.timestamp_micros(),
+                    id: last.id.as_str().to_owned(),
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        AuditPage { items, next_cursor }
     }
-    // One extra row tells whether another page exists, so the last page has no cursor.
-    let sql = format!(
-        "SELECT {COLUMNS} FROM {TABLE} WHERE {cond} \
-         UNION ALL SELECT {COLUMNS} FROM {STAGING_TABLE} WHERE {cond} \
-         ORDER BY at_us DESC, id DESC LIMIT ?"
-    );
-    let mut all = params.clone();
-    all.extend(params);
-    all.push(Value::Integer(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
-    (sql, all)
+}
+
+/// The statement counting a company's records, in one dialect.
+fn count_sql(dialect: Dialect) -> String {
+    let company = dialect.placeholder(1);
+    let parts: Vec<String> = dialect
+        .tables()
+        .iter()
+        .map(|t| format!("(SELECT count(*) FROM {t} WHERE company_id = {company})"))
+        .collect();
+    format!("SELECT {}", parts.join(" + "))
 }
 
 /// How many records a company has.
 pub fn count(conn: &Connection, company_id: &CompanyId) -> Result<u64, AuditError> {
-    let n: i64 = conn.query_row(
-        &format!(
-            "SELECT (SELECT count(*) FROM {TABLE} WHERE company_id = ?1) \
-                  + (SELECT count(*) FROM {STAGING_TABLE} WHERE company_id = ?1)"
-        ),
-        [company_id.as_str()],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn.query_row(&count_sql(Dialect::Sqlite), [company_id.as_str()], |r| {
+        r.get(0)
+    })?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-fn conversion_error(
-    idx: usize,
-    ty: Type,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(idx, ty, Box::new(e))
+/// [`count`] on the PostgreSQL store database.
+pub fn count_pg(client: &mut postgres::Client, company_id: &CompanyId) -> Result<u64, AuditError> {
+    let n: i64 = client
+        .query_one(
+            count_sql(Dialect::Postgres).as_str(),
+            &[&company_id.as_str()],
+        )?
+        .try_get(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// A stored value outside what the writer ever stores (a hand-edited row).
@@ -199,37 +275,95 @@ fn conversion_error(
 #[error("stored {0} out of range")]
 struct OutOfRange(&'static str);
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    let at_us: i64 = r.get(1)?;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A result row of either database, read by column index in [`columns!`] order.
+trait StoredRow {
+    type Error;
+    fn text(&self, idx: usize) -> Result<Option<String>, Self::Error>;
+    fn int(&self, idx: usize) -> Result<Option<i64>, Self::Error>;
+    fn real(&self, idx: usize) -> Result<Option<f64>, Self::Error>;
+    /// A value of column `idx` that is not a valid record field.
+    fn invalid(idx: usize, e: BoxError) -> Self::Error;
+
+    /// A column that is never NULL.
+    fn required<T>(
+        &self,
+        idx: usize,
+        get: impl Fn(&Self, usize) -> Result<Option<T>, Self::Error>,
+    ) -> Result<T, Self::Error> {
+        get(self, idx)?.ok_or_else(|| Self::invalid(idx, "unexpected NULL".into()))
+    }
+}
+
+impl StoredRow for Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, idx: usize) -> rusqlite::Result<Option<String>> {
+        self.get(idx)
+    }
+    fn int(&self, idx: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(idx)
+    }
+    fn real(&self, idx: usize) -> rusqlite::Result<Option<f64>> {
+        self.get(idx)
+    }
+    fn invalid(idx: usize, e: BoxError) -> rusqlite::Error {
+        let ty = if matches!(idx, 1 | 11) {
+            Type::Integer
+        } else {
+            Type::Text
+        };
+        rusqlite::Error::FromSqlConversionFailure(idx, ty, e)
+    }
+}
+
+impl StoredRow for postgres::Row {
+    type Error = AuditError;
+    fn text(&self, idx: usize) -> Result<Option<String>, AuditError> {
+        Ok(self.try_get(idx)?)
+    }
+    fn int(&self, idx: usize) -> Result<Option<i64>, AuditError> {
+        Ok(self.try_get(idx)?)
+    }
+    fn real(&self, idx: usize) -> Result<Option<f64>, AuditError> {
+        Ok(self.try_get(idx)?)
+    }
+    fn invalid(idx: usize, e: BoxError) -> AuditError {
+        AuditError::Unreadable(format!("column {idx}: {e}"))
+    }
+}
+
+fn record_from<R: StoredRow>(r: &R) -> Result<AuditRecord, R::Error> {
+    let at_us = r.required(1, R::int)?;
     let at = DateTime::from_timestamp_micros(at_us)
-        .ok_or_else(|| conversion_error(1, Type::Integer, OutOfRange("time")))?;
-    let outcome: String = r.get(8)?;
-    let outcome = outcome
+        .ok_or_else(|| R::invalid(1, OutOfRange("time").into()))?;
+    let outcome = r
+        .required(8, R::text)?
         .parse::<Outcome>()
-        .map_err(|e| conversion_error(8, Type::Text, e))?;
+        .map_err(|e| R::invalid(8, e.into()))?;
     let row_count = r
-        .get::<_, Option<i64>>(11)?
-        .map(|n| u64::try_from(n).map_err(|e| conversion_error(11, Type::Integer, e)))
+        .int(11)?
+        .map(|n| u64::try_from(n).map_err(|e| R::invalid(11, e.into())))
         .transpose()?;
     let detail = r
-        .get::<_, Option<String>>(14)?
-        .map(|s| serde_json::from_str(&s).map_err(|e| conversion_error(14, Type::Text, e)))
+        .text(14)?
+        .map(|s| serde_json::from_str(&s).map_err(|e| R::invalid(14, e.into())))
         .transpose()?;
     Ok(AuditRecord {
-        id: AuditId(r.get(0)?),
+        id: AuditId(r.required(0, R::text)?),
         at,
-        company_id: CompanyId(r.get(2)?),
-        actor_id: r.get::<_, Option<String>>(3)?.map(UserId),
-        action: r.get(4)?,
-        app_id: r.get::<_, Option<String>>(5)?.map(AppId),
-        datasource_id: r.get::<_, Option<String>>(6)?.map(DatasourceId),
-        target_id: r.get(7)?,
+        company_id: CompanyId(r.required(2, R::text)?),
+        actor_id: r.text(3)?.map(UserId),
+        action: r.required(4, R::text)?,
+        app_id: r.text(5)?.map(AppId),
+        datasource_id: r.text(6)?.map(DatasourceId),
+        target_id: r.text(7)?,
         outcome,
-        code: r.get(9)?,
-        sql: r.get(10)?,
+        code: r.text(9)?,
+        sql: r.text(10)?,
         row_count,
-        duration_ms: r.get(12)?,
-        request_id: r.get(13)?,
+        duration_ms: r.real(12)?,
+        request_id: r.text(13)?,
         detail,
     })
 }
@@ -237,6 +371,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
+    use super::super::{STAGING_TABLE, TABLE};
     use super::*;
     use chrono::TimeZone;
     use std::collections::HashSet;
@@ -270,10 +405,10 @@ mod tests {
         v
     }
 
-    fn all_pages(conn: &Connection, mut filter: AuditFilter) -> Vec<AuditRecord> {
+    fn all_pages(db: &TestDb, mut filter: AuditFilter) -> Vec<AuditRecord> {
         let mut out = Vec::new();
         loop {
-            let page = query(conn, &filter).unwrap();
+            let page = db.query(&filter).unwrap();
             assert!(page.items.len() <= filter.effective_limit());
             out.extend(page.items);
             match page.next_cursor {
@@ -283,12 +418,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_filter_selects_exactly_the_matching_records() {
-        let (_dir, _path, mut conn) = fresh_db();
+    on_both_databases! {
+    fn each_filter_selects_exactly_the_matching_records(db) {
         let company = CompanyId::generate();
         let recs = varied(&company);
-        insert_all(&mut conn, &recs);
+        db.insert_all(&recs);
         let r0 = &recs[7];
         let base = || AuditFilter {
             limit: MAX_LIMIT,
@@ -351,16 +485,16 @@ mod tests {
         for (i, (filter, keep)) in cases.into_iter().enumerate() {
             let want = expected(&recs, keep);
             assert!(!want.is_empty(), "case {i} should select something");
-            assert_eq!(query(&conn, &filter).unwrap().items, want, "case {i}");
+            assert_eq!(db.query(&filter).unwrap().items, want, "case {i}");
         }
     }
+    }
 
-    #[test]
-    fn filters_combine_as_a_conjunction() {
-        let (_dir, _path, mut conn) = fresh_db();
+    on_both_databases! {
+    fn filters_combine_as_a_conjunction(db) {
         let company = CompanyId::generate();
         let recs = varied(&company);
-        insert_all(&mut conn, &recs);
+        db.insert_all(&recs);
         let r0 = &recs[13];
         let filter = AuditFilter {
             action: Some(r0.action.clone()),
@@ -379,7 +513,7 @@ mod tests {
                 && r.at >= ts(5)
                 && r.at < ts(50)
         });
-        let got = query(&conn, &filter).unwrap().items;
+        let got = db.query(&filter).unwrap().items;
         assert!(got.contains(r0));
         assert_eq!(got, want);
         // Fewer than any single filter would give: the conditions really are combined.
@@ -387,12 +521,12 @@ mod tests {
             action: Some(r0.action.clone()),
             ..AuditFilter::new(company)
         };
-        assert!(query(&conn, &action_only).unwrap().items.len() > got.len());
+        assert!(db.query(&action_only).unwrap().items.len() > got.len());
+    }
     }
 
-    #[test]
-    fn paging_returns_every_record_once_newest_first_even_when_timestamps_tie() {
-        let (_dir, _path, mut conn) = fresh_db();
+    on_both_databases! {
+    fn paging_returns_every_record_once_newest_first_even_when_timestamps_tie(db) {
         let company = CompanyId::generate();
         // Five records per second, so page boundaries fall inside groups of equal time.
         let recs: Vec<_> = (0..23)
@@ -401,11 +535,11 @@ mod tests {
                 ..sample(&company, "query")
             })
             .collect();
-        insert_all(&mut conn, &recs);
+        db.insert_all(&recs);
 
         for limit in [1, 3, 4, 5, 22, 23, 24] {
             let got = all_pages(
-                &conn,
+                &db,
                 AuditFilter {
                     limit,
                     ..AuditFilter::new(company.clone())
@@ -416,10 +550,12 @@ mod tests {
             assert_eq!(ids.len(), recs.len(), "limit {limit}");
         }
     }
+    }
 
     #[test]
     fn pages_merge_the_log_and_the_staging_table_in_order() {
-        let (_dir, _path, mut conn) = fresh_db();
+        let db = TestDb::new(Backend::Sqlite);
+        let mut conn = Connection::open(db.path()).unwrap();
         let company = CompanyId::generate();
         let other = CompanyId::generate();
         // Every third record still staged, the rest moved; times tie in groups of four, so
@@ -451,7 +587,7 @@ mod tests {
                 ..AuditFilter::new(company.clone())
             };
             assert_eq!(
-                all_pages(&conn, filter),
+                all_pages(&db, filter),
                 expected(&recs, |_| true),
                 "limit {limit}"
             );
@@ -461,21 +597,20 @@ mod tests {
                 ..AuditFilter::new(company.clone())
             };
             assert_eq!(
-                all_pages(&conn, denied),
+                all_pages(&db, denied),
                 expected(&recs, |r| r.outcome == Outcome::Denied),
                 "limit {limit}"
             );
         }
     }
 
-    #[test]
-    fn paging_with_a_filter_keeps_the_filter_on_every_page() {
-        let (_dir, _path, mut conn) = fresh_db();
+    on_both_databases! {
+    fn paging_with_a_filter_keeps_the_filter_on_every_page(db) {
         let company = CompanyId::generate();
         let recs = varied(&company);
-        insert_all(&mut conn, &recs);
+        db.insert_all(&recs);
         let got = all_pages(
-            &conn,
+            &db,
             AuditFilter {
                 outcome: Some(Outcome::Allowed),
                 limit: 3,
@@ -484,55 +619,54 @@ mod tests {
         );
         assert_eq!(got, expected(&recs, |r| r.outcome == Outcome::Allowed));
     }
+    }
 
-    #[test]
-    fn the_last_page_has_no_cursor() {
-        let (_dir, _path, mut conn) = fresh_db();
+    on_both_databases! {
+    fn the_last_page_has_no_cursor(db) {
         let company = CompanyId::generate();
         let recs: Vec<_> = (0..4).map(|_| sample(&company, "query")).collect();
-        insert_all(&mut conn, &recs);
+        db.insert_all(&recs);
         let mut f = AuditFilter {
             limit: 2,
             ..AuditFilter::new(company)
         };
-        let first = query(&conn, &f).unwrap();
+        let first = db.query(&f).unwrap();
         assert!(first.next_cursor.is_some());
         f.cursor = first.next_cursor;
-        let second = query(&conn, &f).unwrap();
+        let second = db.query(&f).unwrap();
         assert_eq!(second.items.len(), 2);
         assert_eq!(second.next_cursor, None);
     }
+    }
 
-    #[test]
-    fn another_companys_records_never_appear() {
-        let (_dir, _path, mut conn) = fresh_db();
+    on_both_databases! {
+    fn another_companys_records_never_appear(db) {
         let ours = CompanyId::generate();
         let theirs = CompanyId::generate();
         let mut recs = varied(&ours);
         let their_recs = varied(&theirs);
         recs.truncate(10);
-        insert_all(&mut conn, &recs);
-        insert_all(&mut conn, &their_recs);
+        db.insert_all(&recs);
+        db.insert_all(&their_recs);
 
         let got = all_pages(
-            &conn,
+            &db,
             AuditFilter {
                 limit: 4,
                 ..AuditFilter::new(ours.clone())
             },
         );
         assert_eq!(got, expected(&recs, |_| true));
-        assert_eq!(count(&conn, &ours).unwrap(), 10);
-        assert_eq!(count(&conn, &theirs).unwrap(), 60);
+        assert_eq!(db.count(&ours), 10);
+        assert_eq!(db.count(&theirs), 60);
 
         // Filtering on an id of the other company finds nothing, and their cursor pages ours.
         let f = AuditFilter {
             actor_id: their_recs[0].actor_id.clone(),
             ..AuditFilter::new(ours.clone())
         };
-        assert!(query(&conn, &f).unwrap().items.is_empty());
-        let their_page = query(
-            &conn,
+        assert!(db.query(&f).unwrap().items.is_empty());
+        let their_page = db.query(
             &AuditFilter {
                 limit: 1,
                 ..AuditFilter::new(theirs)
@@ -544,17 +678,17 @@ mod tests {
             ..AuditFilter::new(ours.clone())
         };
         assert!(
-            query(&conn, &f)
+            db.query(&f)
                 .unwrap()
                 .items
                 .iter()
                 .all(|r| r.company_id == ours)
         );
     }
+    }
 
-    #[test]
-    fn a_malformed_cursor_is_refused() {
-        let (_dir, _path, conn) = fresh_db();
+    on_both_databases! {
+    fn a_malformed_cursor_is_refused(db) {
         let enc = |s: &str| URL_SAFE_NO_PAD.encode(s);
         let bad = [
             String::new(),
@@ -572,10 +706,11 @@ mod tests {
                 ..AuditFilter::new(CompanyId::generate())
             };
             assert!(
-                matches!(query(&conn, &f), Err(AuditError::BadCursor)),
+                matches!(db.query(&f), Err(AuditError::BadCursor)),
                 "{c:?} should be refused"
             );
         }
+    }
     }
 
     #[test]
@@ -592,17 +727,15 @@ mod tests {
         assert_eq!(Cursor::decode(&s).unwrap(), c);
     }
 
-    #[test]
-    fn page_size_defaults_when_zero_and_is_capped() {
-        let (_dir, _path, mut conn) = fresh_db();
+    on_both_databases! {
+    fn page_size_defaults_when_zero_and_is_capped(db) {
         let company = CompanyId::generate();
         let recs: Vec<_> = (0..MAX_LIMIT + 5)
             .map(|_| sample(&company, "query"))
             .collect();
-        insert_all(&mut conn, &recs);
+        db.insert_all(&recs);
         let page = |limit| {
-            query(
-                &conn,
+            db.query(
                 &AuditFilter {
                     limit,
                     ..AuditFilter::new(company.clone())
@@ -616,6 +749,7 @@ mod tests {
         assert_eq!(capped.items.len(), MAX_LIMIT);
         assert!(capped.next_cursor.is_some());
     }
+    }
 
     #[test]
     fn filtered_pages_are_read_in_index_order_without_sorting() {
@@ -628,13 +762,19 @@ mod tests {
             at_us: 0,
             id: "aud_x".into(),
         };
-        let (sql, params) = page_sql(&filter, Some(&cursor), 10);
+        let filter = AuditFilter {
+            cursor: Some(cursor.encode()),
+            limit: 10,
+            ..filter
+        };
+        let page = Page::new(&filter, Dialect::Sqlite).unwrap();
         let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", page.sql))
             .unwrap()
-            .query_map(rusqlite::params_from_iter(params), |r| {
-                r.get::<_, String>(3)
-            })
+            .query_map(
+                rusqlite::params_from_iter(page.params.iter().map(Param::field)),
+                |r| r.get::<_, String>(3),
+            )
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

@@ -1,31 +1,42 @@
-//! The writer thread's work: gathering queued records into batches, committing them to the
-//! staging table, and moving staged records into the indexed log in bulk.
+//! The writer thread's work: gathering queued records into batches, committing each through
+//! the sink in one transaction, telling the waiters, and running retention between batches.
 
-use super::checkpoint::{Checkpointer, wal_checkpoint};
-use super::{BUSY_TIMEOUT, Counters, Msg, Pending, Reply, is_record_specific};
-use crate::audit::{AuditError, AuditRecord, STAGING_TABLE, columns, stage};
-use rusqlite::{Connection, TransactionBehavior};
+use super::retention::Retention;
+use super::{BUSY_TIMEOUT, Checkpointer, Counters, Msg, Pending, Reply};
+use crate::audit::{AuditError, AuditRecord, WriteError};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
-/// Staged records that make the writer move them into the log. Each move writes the log's and
-/// its indexes' right-edge pages once for all of them instead of once per commit; more per move
-/// saves little more page writing, and a move holds up the records queued behind it.
-pub const MOVE_AT_RECORDS: usize = 256;
-
-/// How long the writer waits without a new record before moving what is staged, so the staging
-/// table is empty whenever the gateway is quiet.
-pub const MOVE_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
-
-pub(super) const MOVE_SQL: &str = concat!(
-    "INSERT INTO audit_log (",
-    columns!(),
-    ") SELECT ",
-    columns!(),
-    " FROM audit_staging ORDER BY seq"
-);
+/// Where the writer commits records: the store's SQLite file ([`super::SqliteSink`]) or the
+/// PostgreSQL store database ([`super::PgSink`]). Called only outside any tokio runtime (the
+/// writer thread, between its batches) or, for a lone caller's commit, without waiting.
+pub(super) trait Sink: Send {
+    /// Commits the records in one transaction, waiting at most `busy` for a lock the store
+    /// holds.
+    fn write(&mut self, recs: &[&AuditRecord], busy: Duration) -> Result<(), WriteError>;
+    /// Before each batch the writer commits (SQLite: restarts the WAL when it is due).
+    fn before_commit(&mut self) {}
+    /// `records` were committed in one transaction (SQLite: they are staged).
+    fn committed(&mut self, _records: usize) {}
+    /// After each batch the writer commits (SQLite: moves staged records when enough are).
+    fn after_commit(&mut self) {}
+    /// When no record came for a while, at start and at the end (SQLite: moves what is staged).
+    fn idle(&mut self) {}
+    /// Whether a lone caller may commit its own record now (SQLite: unless a move is due).
+    fn lone_commit_allowed(&self) -> bool {
+        false
+    }
+    /// The companies that have records (retention deletes company by company, through the
+    /// indexes that all lead with the company).
+    fn companies(&mut self) -> Result<Vec<String>, WriteError>;
+    /// Deletes at most `max` records of `company` older than `cutoff_us` in one short
+    /// transaction; returns how many it deleted.
+    fn expire(&mut self, company: &str, cutoff_us: i64, max: usize) -> Result<usize, WriteError>;
+}
 
 /// The state of the writer thread.
 pub(super) struct Batcher {
@@ -36,27 +47,19 @@ pub(super) struct Batcher {
     pub(super) max_delay: Duration,
     pub(super) counters: Arc<Counters>,
     pub(super) move_when_idle_for: Duration,
-    /// Ends with the writer, after the connection.
-    pub(super) _checkpoints: Checkpointer,
+    pub(super) retention: Retention,
+    /// Ends with the writer, after the connection (SQLite only).
+    pub(super) _checkpoints: Option<Checkpointer>,
 }
 
-/// The writer's connection and what goes with it. The writer thread holds it while it commits a
-/// batch or moves staged records; a lone caller may hold it to commit its own record.
+/// The writer's sink and what goes with it. The writer thread holds it while it commits a
+/// batch, moves staged records or deletes expired ones; a lone caller may hold it to commit its
+/// own record.
 pub(super) struct Committer {
-    pub(super) conn: Connection,
+    pub(super) sink: Box<dyn Sink>,
     pub(super) counters: Arc<Counters>,
-    pub(super) move_at: usize,
-    /// The staged count at which the next move runs: `move_at`, pushed further after a failed
-    /// move so a failing database is not retried at every commit.
-    pub(super) next_move_at: usize,
     /// Set when the writer begins its last drain: no caller commits after that.
     pub(super) closed: bool,
-    /// The connection's busy timeout now (a lone caller's commit uses zero).
-    pub(super) busy: Duration,
-}
-
-pub(super) fn staged(counters: &Counters) -> usize {
-    usize::try_from(counters.staged_records.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
 }
 
 impl Batcher {
@@ -66,26 +69,33 @@ impl Batcher {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Moves what is staged, without taking the connection when nothing is.
-    pub(super) fn move_if_staged(&self) {
-        if staged(&self.counters) > 0 {
-            self.lock().move_staged();
-        }
-    }
-
-    pub(super) async fn run(self, mut rx: mpsc::Receiver<Msg>) {
+    /// The writer thread's loop. Waiting for records runs on `rt` (its timers); the sink is
+    /// called outside it.
+    pub(super) fn run(mut self, rt: &Runtime, mut rx: mpsc::Receiver<Msg>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
         let mut shutdowns: Vec<Reply> = Vec::new();
-        self.move_if_staged();
+        self.lock().sink.idle();
         // Every handle dropped without shutdown ends the loop the same way, after a last commit.
         loop {
-            // Always with the idle timeout: callers committing their own records stage them
-            // without waking this thread, so it looks again after every idle period.
-            let first = match tokio::time::timeout(self.move_when_idle_for, rx.recv()).await {
-                Ok(msg) => msg,
-                Err(_) => {
-                    self.move_if_staged();
-                    continue;
+            // A retention run deletes one small batch per turn, between the batches of records,
+            // so queries never wait for more than one delete.
+            let expiring = self.retention.step(&self.committer);
+            let first = if expiring {
+                match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(TryRecvError::Empty) => continue,
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            } else {
+                // Always with the idle timeout: callers committing their own records stage them
+                // without waking this thread, so it looks again after every idle period.
+                let wait = self.move_when_idle_for.min(self.retention.until_due());
+                match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                    Ok(msg) => msg,
+                    Err(_) => {
+                        self.lock().sink.idle();
+                        continue;
+                    }
                 }
             };
             let Some(first) = first else { break };
@@ -105,7 +115,8 @@ impl Batcher {
                 while shutdowns.is_empty() && batch.len() < self.max_batch {
                     // `timeout_at` polls the queue before the timer, so what is already queued
                     // is taken even when the deadline has passed.
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    match rt.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await })
+                    {
                         Ok(Some(msg)) => self.take(msg, &mut batch, &mut shutdowns),
                         Ok(None) | Err(_) => break,
                     }
@@ -113,9 +124,7 @@ impl Batcher {
             }
             let mut c = self.lock();
             c.commit(&mut batch);
-            if staged(&self.counters) >= c.next_move_at {
-                c.move_staged();
-            }
+            c.sink.after_commit();
             drop(c);
             if !shutdowns.is_empty() {
                 break;
@@ -125,7 +134,7 @@ impl Batcher {
         // Refuse new records, then commit those already queued.
         self.lock().closed = true;
         rx.close();
-        while let Some(msg) = rx.recv().await {
+        while let Some(msg) = rt.block_on(rx.recv()) {
             self.take(msg, &mut batch, &mut shutdowns);
             if batch.len() >= self.max_batch {
                 self.lock().commit(&mut batch);
@@ -133,7 +142,7 @@ impl Batcher {
         }
         let mut c = self.lock();
         c.commit(&mut batch);
-        c.move_staged();
+        c.sink.idle();
         drop(c);
 
         let lost = self.counters.unreported_failures.swap(0, Ordering::Relaxed);
@@ -164,8 +173,10 @@ impl Committer {
         if batch.is_empty() {
             return;
         }
-        self.restart_wal_if_due();
-        let result = self.write(batch.iter().map(|p| &*p.rec), BUSY_TIMEOUT);
+        self.sink.before_commit();
+        let recs: Vec<&AuditRecord> = batch.iter().map(|p| &*p.rec).collect();
+        let result = self.sink.write(&recs, BUSY_TIMEOUT);
+        drop(recs);
         match result {
             Ok(()) => {
                 self.committed(batch.len());
@@ -175,10 +186,10 @@ impl Committer {
                     }
                 }
             }
-            Err(e) if batch.len() > 1 && is_record_specific(&e) => {
+            Err(e) if batch.len() > 1 && e.is_record_specific() => {
                 tracing::warn!(error = %e, records = batch.len(), "audit batch failed; retrying records one by one");
                 for p in batch.drain(..) {
-                    let result = self.write(std::iter::once(&*p.rec), BUSY_TIMEOUT);
+                    let result = self.sink.write(&[&*p.rec], BUSY_TIMEOUT);
                     match result {
                         Ok(()) => {
                             self.committed(1);
@@ -191,8 +202,9 @@ impl Committer {
                 }
             }
             Err(e) => {
-                // The database itself failed (busy past the timeout, disk full, I/O): retrying
-                // record by record would only repeat the wait per record, so all share the error.
+                // The database itself failed (busy past the timeout, disk full, I/O, a lost
+                // connection): retrying record by record would only repeat the wait per record,
+                // so all share the error.
                 tracing::warn!(error = %e, records = batch.len(), "audit batch failed");
                 let e = Arc::new(e);
                 for p in batch.drain(..) {
@@ -202,106 +214,17 @@ impl Committer {
         }
     }
 
-    /// If the checkpointer found the WAL past its limit: copies the rest of it into the
-    /// database and makes the next commit start it over. Commits wait meanwhile (this is the
-    /// writer's connection), which bounds the WAL under commits that never pause. Never waits
-    /// for the checkpointer or a reader: while either holds the WAL, the next commit tries again.
-    pub(super) fn restart_wal_if_due(&mut self) {
-        if !self.counters.wal_over_limit.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        // Without waiting: while the checkpointer (copying and syncing, which can take a
-        // while) or a reader holds the WAL, each commit tries again instead of sleeping in
-        // SQLite's busy handler while queries wait for their records.
-        let result = self
-            .wait_for_lock(Duration::ZERO)
-            .and_then(|()| wal_checkpoint(&self.conn, "RESTART"));
-        match result {
-            Ok((0, _, _)) => {
-                self.counters.wal_restarts.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(_) => {
-                self.counters.wal_over_limit.store(true, Ordering::Release);
-            }
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-                self.counters.wal_over_limit.store(true, Ordering::Release);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "audit WAL restart failed");
-                self.counters
-                    .failed_checkpoints
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Stages the records in one transaction, waiting at most `busy` for the write lock.
-    pub(super) fn write<'a>(
-        &mut self,
-        recs: impl Iterator<Item = &'a AuditRecord>,
-        busy: Duration,
-    ) -> Result<(), rusqlite::Error> {
-        self.wait_for_lock(busy)?;
-        // IMMEDIATE takes the write lock up front, waiting (busy timeout) for the store's writes.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for rec in recs {
-            stage(&tx, rec)?;
-        }
-        tx.commit()
-    }
-
-    /// Sets how long the next transaction waits for the write lock, if that changed.
-    pub(super) fn wait_for_lock(&mut self, busy: Duration) -> Result<(), rusqlite::Error> {
-        if self.busy != busy {
-            self.conn.busy_timeout(busy)?;
-            self.busy = busy;
-        }
-        Ok(())
-    }
-
-    pub(super) fn committed(&self, records: usize) {
+    pub(super) fn committed(&mut self, records: usize) {
         self.counters
             .committed_batches
             .fetch_add(1, Ordering::Relaxed);
         self.counters
             .committed_records
             .fetch_add(records as u64, Ordering::Relaxed);
-        self.counters
-            .staged_records
-            .fetch_add(records as u64, Ordering::Relaxed);
+        self.sink.committed(records);
     }
 
-    /// Moves every staged record into the log in one transaction. A failure leaves them staged
-    /// (and listed) for a later move.
-    pub(super) fn move_staged(&mut self) {
-        if staged(&self.counters) == 0 {
-            return;
-        }
-        let moved = (|| {
-            self.wait_for_lock(BUSY_TIMEOUT)?;
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(MOVE_SQL, [])?;
-            tx.execute(&format!("DELETE FROM {STAGING_TABLE}"), [])?;
-            tx.commit()
-        })();
-        match moved {
-            Ok(()) => {
-                self.counters.staged_records.store(0, Ordering::Relaxed);
-                self.next_move_at = self.move_at;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, staged = staged(&self.counters), "moving staged audit records into the log failed; retrying later");
-                self.counters.failed_moves.fetch_add(1, Ordering::Relaxed);
-                self.next_move_at = staged(&self.counters).saturating_add(self.move_at);
-            }
-        }
-    }
-
-    pub(super) fn failed(&self, p: Pending, e: Arc<rusqlite::Error>) {
+    pub(super) fn failed(&self, p: Pending, e: Arc<WriteError>) {
         self.counters.failed_records.fetch_add(1, Ordering::Relaxed);
         match p.done {
             // The caller gets the error and decides how to log and answer.

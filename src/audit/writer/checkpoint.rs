@@ -24,7 +24,7 @@ pub const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 /// checkpoint ends behind the commits made while it ran, and the WAL grew by gigabytes a minute
 /// under load. So once the WAL passes the limit, the checkpointer flags it and the writer runs a
 /// `RESTART` checkpoint on its own connection before its next commit
-/// ([`Committer::restart_wal_if_due`]), and the writer's next commit starts the WAL over. A
+/// ([`super::SqliteSink::restart_wal_if_due`]), and the writer's next commit starts the WAL over. A
 /// restart run from this thread instead raced the writer for the lock and lost for seconds.
 ///
 /// Commits wait while the restart runs, so this thread leaves it as little as it can (see

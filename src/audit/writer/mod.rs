@@ -13,9 +13,13 @@
 //! A caller that knows it is the only query in flight ([`AuditWriter::record_hinted`]) commits
 //! its record itself when the writer is idle: a lone record cannot share a batch, and the trip to
 //! the writer thread and back cost two thread wake-ups, more than the commit itself.
+//!
+//! The thread commits through a sink ([`Sink`]): the store's SQLite file ([`sqlite`], all of the
+//! above) or the shared PostgreSQL store database ([`pg`]: a batch is one multi-row
+//! INSERT, straight into the log; a lost connection fails that batch and the next batch
+//! reconnects). The same thread deletes records past `retention_days` ([`retention`]).
 
-use super::{AuditError, AuditRecord, STAGING_TABLE, TABLE};
-use rusqlite::Connection;
+use super::{AuditError, AuditRecord};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -44,7 +48,17 @@ pub struct AuditSettings {
     /// every committed record through any crash of the gateway process (kill -9, OOM, panic) but
     /// may lose the last commits if the machine itself goes down. An fsync costs about a
     /// millisecond on common disks, which a query answered after its record would otherwise wait.
+    ///
+    /// Without meaning on PostgreSQL: a commit there is as durable as the server's own
+    /// `synchronous_commit` (and replication) settings make it, which the operator sets on the
+    /// server or the store database's role.
     pub fsync: bool,
+    /// Records older than this many days are deleted, at the writer's start and every
+    /// [`RETENTION_EVERY`], at most [`retention::EXPIRE_BATCH`] per statement between the
+    /// writer's batches (default `None`: kept forever; 0 counts as 1).
+    pub retention_days: Option<u32>,
+    /// How often retention runs (default [`RETENTION_EVERY`]; not a configuration field).
+    pub retention_every: Duration,
     /// Staged records that make the writer move them into the log (default
     /// [`MOVE_AT_RECORDS`]; not a configuration field).
     pub move_at_records: usize,
@@ -64,6 +78,8 @@ impl Default for AuditSettings {
             max_delay: Duration::ZERO,
             queue_capacity: 65_536,
             fsync: false,
+            retention_days: None,
+            retention_every: RETENTION_EVERY,
             move_at_records: MOVE_AT_RECORDS,
             move_when_idle_for: MOVE_WHEN_IDLE_FOR,
             wal_limit_bytes: WAL_SIZE_LIMIT_BYTES,
@@ -73,6 +89,10 @@ impl Default for AuditSettings {
 
 /// How long a commit waits for the store's own write transactions (SQLite has one writer).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Makes a new connection to the PostgreSQL store database (TLS and all); the PostgreSQL writer
+/// calls it at start and again after it lost its connection.
+pub type AuditConnect = Box<dyn FnMut() -> Result<postgres::Client, String> + Send>;
 
 /// Counters for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,6 +127,7 @@ struct Counters {
     failed_moves: AtomicU64,
     inline_commits: AtomicU64,
     wal_restarts: AtomicU64,
+    expired_records: AtomicU64,
     /// Set by the checkpointer when the WAL has passed its limit; the writer then restarts it
     /// before its next commit.
     wal_over_limit: AtomicBool,
@@ -154,81 +175,103 @@ impl AuditWriter {
     /// [`super::STAGING_SQL`] in its migrations);
     /// checking here makes a missing migration fail at startup rather than on the first query.
     pub fn start(path: &Path, settings: AuditSettings) -> Result<AuditWriter, AuditError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // With WAL, NORMAL survives a process crash but may lose the last commits on power loss;
-        // FULL pays an fsync per batch to survive that too.
-        let sync = if settings.fsync { "FULL" } else { "NORMAL" };
-        conn.pragma_update(None, "synchronous", sync)?;
-        // Checkpoints copy the WAL into the database file and fsync both: on a commit's path
-        // they stalled a query now and then by the length of an fsync (bench/run saw 15 ms p99
-        // at one client). The checkpointer thread runs them instead.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // The size the WAL file is cut back to when it starts over. At the limit itself, the
-        // commit that starts it over freed the file's tail first, 2-16 ms with commits waiting;
-        // at twice the limit that happens only after a restart came late.
-        let file_limit = settings.wal_limit_bytes.saturating_mul(2);
-        conn.pragma_update(None, "journal_size_limit", file_limit)?;
-        let tables: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2)",
-            [TABLE, STAGING_TABLE],
-            |r| r.get(0),
-        )?;
-        if tables != 2 {
-            return Err(AuditError::MissingSchema);
-        }
-        // Records a previous process staged and did not move (it was killed): the first move,
-        // at the start of the writer thread, takes them.
-        let staged: i64 =
-            conn.query_row(&format!("SELECT count(*) FROM {STAGING_TABLE}"), [], |r| {
-                r.get(0)
-            })?;
+        let counters = Arc::new(Counters::default());
+        let sink = SqliteSink::open(path, &settings, counters.clone())?;
+        let checkpoints = Checkpointer::start(path, counters.clone(), settings.wal_limit_bytes)?;
+        // Callers may commit their own record (waiting for commits, without an fsync per commit).
+        let commit_here = settings.wait_for_commit && !settings.fsync;
+        Self::launch(
+            Box::new(move || Ok(Box::new(sink) as Box<dyn Sink>)),
+            Some(checkpoints),
+            commit_here,
+            settings,
+            counters,
+        )
+    }
 
+    /// Starts the writer thread on the PostgreSQL store database, connecting through `connect`
+    /// (at start, and again whenever the connection was lost).
+    ///
+    /// Fails if the first connection cannot be made or the audit table is missing (the store
+    /// applies [`super::PG_SCHEMA_SQL`] in its migrations). Later, while the database cannot be
+    /// reached, each batch fails to its waiters (503 to the queries waiting for it) and the next
+    /// batch tries to connect again: the writer recovers by itself. `fsync` has no meaning here
+    /// (see [`AuditSettings::fsync`]); `record_hinted` always goes through the writer thread.
+    ///
+    /// The PostgreSQL client blocks on its own runtime, so the connection is made and used only
+    /// on the writer thread; this call waits for the first connection.
+    pub fn start_postgres(
+        connect: AuditConnect,
+        settings: AuditSettings,
+    ) -> Result<AuditWriter, AuditError> {
+        Self::launch(
+            Box::new(move || Ok(Box::new(PgSink::open(connect)?) as Box<dyn Sink>)),
+            None,
+            false,
+            settings,
+            Arc::new(Counters::default()),
+        )
+    }
+
+    /// Starts the writer thread, which opens its sink with `open` and then runs the batcher;
+    /// returns once the sink is open (or could not be).
+    fn launch(
+        open: Box<dyn FnOnce() -> Result<Box<dyn Sink>, AuditError> + Send>,
+        checkpoints: Option<Checkpointer>,
+        commit_here: bool,
+        settings: AuditSettings,
+        counters: Arc<Counters>,
+    ) -> Result<AuditWriter, AuditError> {
         // Zero would make the channel constructor panic and a batch never fill.
         let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let (stopped_tx, stopped) = watch::channel(false);
-        let counters = Arc::new(Counters::default());
-        // The writer runs its own small runtime so it needs no caller runtime and never blocks
-        // one with SQLite calls; the runtime only provides the batching timer.
+        // The writer runs its own small runtime so it needs no caller runtime; the runtime only
+        // provides the batching timer, and the sink is called outside it (the PostgreSQL client
+        // runs a runtime of its own, which cannot be started inside another).
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .map_err(AuditError::Start)?;
-        let checkpoints = Checkpointer::start(path, counters.clone(), settings.wal_limit_bytes)?;
-        counters
-            .staged_records
-            .store(u64::try_from(staged).unwrap_or(0), Ordering::Relaxed);
-        let committer = Arc::new(Mutex::new(Committer {
-            conn,
-            counters: counters.clone(),
-            move_at: settings.move_at_records.max(1),
-            next_move_at: settings.move_at_records.max(1),
-            closed: false,
-            busy: BUSY_TIMEOUT,
-        }));
-        let weak = Arc::downgrade(&committer);
-        let batcher = Batcher {
-            committer,
-            max_batch: settings.max_batch.max(1),
-            max_delay: settings.max_delay,
-            counters: counters.clone(),
-            move_when_idle_for: settings.move_when_idle_for,
-            _checkpoints: checkpoints,
-        };
+        let (opened_tx, opened) = std::sync::mpsc::sync_channel(1);
+        let thread_counters = counters.clone();
         std::thread::Builder::new()
             .name("sluice-audit".into())
             .spawn(move || {
-                runtime.block_on(batcher.run(rx));
+                let sink = match open() {
+                    Ok(sink) => sink,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let committer = Arc::new(Mutex::new(Committer {
+                    sink,
+                    counters: thread_counters.clone(),
+                    closed: false,
+                }));
+                if opened_tx.send(Ok(Arc::downgrade(&committer))).is_err() {
+                    return;
+                }
+                let batcher = Batcher {
+                    committer,
+                    max_batch: settings.max_batch.max(1),
+                    max_delay: settings.max_delay,
+                    counters: thread_counters,
+                    move_when_idle_for: settings.move_when_idle_for,
+                    retention: Retention::new(settings.retention_days, settings.retention_every),
+                    _checkpoints: checkpoints,
+                };
+                batcher.run(&runtime, rx);
                 let _ = stopped_tx.send(true);
             })
             .map_err(AuditError::Start)?;
+        let committer = opened.recv().map_err(|_| AuditError::Closed)??;
 
         Ok(AuditWriter {
             tx,
             wait_for_commit: settings.wait_for_commit,
-            commit_here: settings.wait_for_commit && !settings.fsync,
-            committer: weak,
+            commit_here,
+            committer,
             counters,
             stopped,
         })
@@ -288,11 +331,11 @@ impl AuditWriter {
         };
         // Queued records go first, and a due move is the writer's.
         let queued = self.tx.capacity() < self.tx.max_capacity();
-        if c.closed || queued || staged(&self.counters) >= c.next_move_at {
+        if c.closed || queued || !c.sink.lone_commit_allowed() {
             return Err(rec);
         }
         // Never wait on a runtime thread for the store's write lock: the writer thread can.
-        match c.write(std::iter::once(&*rec), Duration::ZERO) {
+        match c.sink.write(&[&*rec], Duration::ZERO) {
             Ok(()) => {
                 c.committed(1);
                 self.counters.inline_commits.fetch_add(1, Ordering::Relaxed);
@@ -341,29 +384,31 @@ impl AuditWriter {
         }
     }
 
+    /// Records deleted so far for being older than `retention_days` (a counter for metrics).
+    pub fn expired_records(&self) -> u64 {
+        self.counters.expired_records.load(Ordering::Relaxed)
+    }
+
     /// Records queued and not yet taken into a batch (a gauge for metrics).
     pub fn queue_len(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
-/// Whether an error is caused by one record's content (a duplicate id, a value the schema
-/// refuses) rather than by the database, so the rest of its batch can still be written.
-fn is_record_specific(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::ToSqlConversionFailure(_))
-        || matches!(
-            e.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::ConstraintViolation | rusqlite::ErrorCode::TooBig)
-        )
-}
-
 mod batch;
 mod checkpoint;
+mod pg;
+mod retention;
+mod sqlite;
 
-use batch::{Batcher, Committer, staged};
-pub use batch::{MOVE_AT_RECORDS, MOVE_WHEN_IDLE_FOR};
+use batch::{Batcher, Committer, Sink};
 use checkpoint::Checkpointer;
 pub use checkpoint::WAL_SIZE_LIMIT_BYTES;
+use pg::PgSink;
+pub use retention::RETENTION_EVERY;
+use retention::Retention;
+use sqlite::SqliteSink;
+pub use sqlite::{MOVE_AT_RECORDS, MOVE_WHEN_IDLE_FOR};
 
 #[cfg(test)]
 mod tests;
