@@ -6,6 +6,8 @@
 //! committed write, so the query path never waits on the store.
 
 pub mod crypto;
+pub mod postgres;
+mod sql;
 mod sqlite;
 
 use arc_swap::ArcSwap;
@@ -21,6 +23,7 @@ use crate::datasource::tls::{TlsMode, TlsSettings};
 use crate::datasource::{Connection, DatasourceSpec, Secret};
 use crate::model::*;
 pub use crypto::MasterKey;
+pub use sql::WRONG_KEY;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Company {
@@ -386,9 +389,9 @@ impl From<rusqlite::Error> for StoreError {
                 rusqlite::ErrorCode::ConstraintViolation => {
                     let m = msg.clone().unwrap_or_default();
                     return StoreError::Conflict(if m.contains("UNIQUE") {
-                        "an object with that name already exists".to_owned()
+                        sql::DUPLICATE.to_owned()
                     } else {
-                        "the change conflicts with existing data".to_owned()
+                        sql::CONFLICTS.to_owned()
                     });
                 }
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
@@ -415,7 +418,6 @@ pub trait Backend: Send {
         company: &CompanyId,
         changes: &[Change],
         audit: &[AuditRecord],
-        key: &MasterKey,
     ) -> Result<i64, StoreError>;
 
     /// Every company's view.
@@ -429,6 +431,11 @@ pub trait Backend: Send {
 
     /// Readiness: the backend answers a trivial query (and is still the store it opened).
     fn ping(&mut self) -> Result<(), StoreError>;
+
+    /// Refuses a master key that does not decrypt the secrets this store holds (the message is
+    /// [`WRONG_KEY`]), so a replica started with another key stops at once instead of serving
+    /// datasources it cannot connect to.
+    fn check_key(&mut self, key: &MasterKey) -> Result<(), StoreError>;
 
     /// Reads audit records (admin route; not the query hot path).
     fn audit_query(
@@ -458,11 +465,19 @@ impl Store {
         Self::with_backend(Box::new(sqlite::Backend::open(path)?), key)
     }
 
-    /// Builds a store over an opened (and migrated) backend: loads the view.
+    /// Opens the PostgreSQL store at `url` (`postgres://user:pass@host:port/db?sslmode=...`, see
+    /// [`postgres::connect`]), applies its migrations (once, whichever replica gets there first)
+    /// and loads the view. Refuses a `key` that does not decrypt the secrets already stored.
+    pub fn open_postgres(url: &str, key: MasterKey) -> Result<Store, StoreError> {
+        Self::with_backend(Box::new(postgres::Backend::open(url)?), key)
+    }
+
+    /// Builds a store over an opened (and migrated) backend: checks the key, loads the view.
     pub fn with_backend(
         mut backend: Box<dyn Backend>,
         key: MasterKey,
     ) -> Result<Store, StoreError> {
+        backend.check_key(&key)?;
         let key = Arc::new(key);
         let seen = backend.version()?;
         let view = backend.load_all(&key)?;
@@ -498,7 +513,7 @@ impl Store {
         audit: Vec<AuditRecord>,
     ) -> Result<Arc<CompanyView>, StoreError> {
         let mut backend = self.lock()?;
-        let before = backend.apply(company, &changes, &audit, &self.key)?;
+        let before = backend.apply(company, &changes, &audit)?;
         // Only our own write came in since we last looked: the view stays current. Otherwise
         // leave the seen version behind so the next poll reloads what the other process wrote.
         let _ = self.seen_version.compare_exchange(
@@ -644,193 +659,34 @@ pub(crate) fn build_spec(
 }
 
 #[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
 mod tests {
+    use super::testutil::{company, key, on_both_backends};
     use super::*;
     use crate::audit::Outcome;
     use chrono::Utc;
 
-    fn key() -> MasterKey {
-        MasterKey::from_bytes(&[3u8; 32]).unwrap()
-    }
-
-    fn company(store: &Store, name: &str) -> (CompanyId, UserId) {
-        let now = Utc::now();
-        let c = Company {
-            id: CompanyId::generate(),
-            name: name.into(),
-            redact_private_audit: true,
-            created_at: now,
-        };
-        let owner = User {
-            id: UserId::generate(),
-            company_id: c.id.clone(),
-            kind: UserKind::Person,
-            email: Some(format!("owner@{name}.test")),
-            name: "o".into(),
-            role: CompanyRole::Owner,
-            created_at: now,
-        };
-        let (cid, oid) = (c.id.clone(), owner.id.clone());
-        store
-            .apply(
-                &cid,
-                vec![Change::CreateCompany(c), Change::CreateUser(owner)],
-                vec![],
-            )
-            .unwrap();
-        (cid, oid)
-    }
-
-    #[test]
-    fn a_write_is_visible_in_the_view_at_once_and_after_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let store = Store::open(&path, key()).unwrap();
-        let (cid, oid) = company(&store, "acme");
-        assert_eq!(
-            store.view().company(&cid).unwrap().users[&oid].role,
-            CompanyRole::Owner
-        );
-        drop(store);
-        let store = Store::open(&path, key()).unwrap();
-        assert!(store.view().company(&cid).unwrap().users.contains_key(&oid));
-    }
-
-    #[test]
-    fn the_last_owner_rule_holds_inside_the_transaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db"), key()).unwrap();
-        let (cid, oid) = company(&store, "acme");
-        let err = store
-            .apply(
-                &cid,
-                vec![Change::SetUserRole {
-                    user_id: oid.clone(),
-                    role: CompanyRole::Admin,
-                }],
-                vec![],
-            )
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-        assert_eq!(
-            store.view().company(&cid).unwrap().users[&oid].role,
-            CompanyRole::Owner,
-            "nothing changed"
-        );
-    }
-
-    #[test]
-    fn duplicate_names_are_conflicts_and_the_audit_record_rolls_back_with_the_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db"), key()).unwrap();
-        let (cid, oid) = company(&store, "acme");
-        let group = |name: &str| Group {
+    fn group(cid: &CompanyId, name: &str) -> Group {
+        Group {
             id: GroupId::generate(),
             company_id: cid.clone(),
             name: name.into(),
             members: vec![],
             created_at: Utc::now(),
-        };
-        let rec = || {
-            AuditRecord::new(
-                cid.clone(),
-                Some(oid.clone()),
-                "group.create",
-                Outcome::Allowed,
-            )
-        };
-        store
-            .apply(
-                &cid,
-                vec![Change::CreateGroup(group("analysts"))],
-                vec![rec()],
-            )
-            .unwrap();
-        let err = store
-            .apply(
-                &cid,
-                vec![Change::CreateGroup(group("analysts"))],
-                vec![rec()],
-            )
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-        let page = store
-            .audit_query(&crate::audit::AuditFilter::new(cid.clone()))
-            .unwrap();
-        assert_eq!(
-            page.items.len(),
-            1,
-            "the refused change left no audit record"
-        );
+        }
     }
 
-    #[test]
-    fn a_change_waits_for_another_connections_write_instead_of_failing() {
-        // The audit writer (and a lone query committing its own record) write to the same file
-        // on their own connections. A change must wait for their lock, not answer "unavailable".
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let store = Store::open(&path, key()).unwrap();
-        let mut other = rusqlite::Connection::open(&path).unwrap();
-        let (held_tx, held) = std::sync::mpsc::channel();
-        let holder = std::thread::spawn(move || {
-            let tx = other
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .unwrap();
-            tx.execute("UPDATE meta SET value = value WHERE key = 'version'", [])
-                .unwrap();
-            held_tx.send(()).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            tx.commit().unwrap();
-        });
-        held.recv().unwrap();
-        let (cid, _) = company(&store, "acme");
-        holder.join().unwrap();
-        assert!(store.view().company(&cid).is_some());
-    }
-
-    #[test]
-    fn a_write_by_another_process_is_picked_up_by_refresh() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let server = Store::open(&path, key()).unwrap();
-        assert!(!server.refresh_if_changed().unwrap(), "nothing changed yet");
-        let cli = Store::open(&path, key()).unwrap();
-        let (cid, _) = company(&cli, "other");
-        assert!(server.view().company(&cid).is_none());
-        assert!(server.refresh_if_changed().unwrap());
-        assert!(server.view().company(&cid).is_some());
-        assert!(
-            !server.refresh_if_changed().unwrap(),
-            "its own state is now current"
-        );
-        // An outside write followed by one of the server's own: the outside one is not skipped.
-        let (cid2, _) = company(&cli, "third");
-        let (own, _) = company(&server, "own");
-        assert!(server.view().company(&own).is_some());
-        assert!(server.refresh_if_changed().unwrap());
-        assert!(server.view().company(&cid2).is_some());
-        assert!(!server.refresh_if_changed().unwrap());
-    }
-
-    #[test]
-    fn a_datasource_password_and_client_key_are_sealed_and_decrypted_only_into_the_spec() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let store = Store::open(&path, key()).unwrap();
-        let (cid, oid) = company(&store, "acme");
+    /// A datasource row with a sealed password and client key.
+    fn datasource(store: &Store, cid: &CompanyId, owner: &UserId, tls: StoredTls) -> Datasource {
         let id = DatasourceId::generate();
-        let tls = StoredTls {
-            mode: TlsMode::VerifyCa,
-            ca_pem: Some("the CA".into()),
-            client_cert_pem: Some("the certificate".into()),
-        };
         let conn = ConnectionSettings {
             host: Some("db.example.com".into()),
             port: Some(5432),
             database: Some("d".into()),
             user: Some("u".into()),
-            tls: Some(tls.clone()),
+            tls: Some(tls),
             ..Default::default()
         };
         let enc = store.seal_password(&id, "s3cret-pw-xyz");
@@ -849,14 +705,14 @@ mod tests {
             store.key(),
         );
         let now = Utc::now();
-        let ds = Datasource {
-            id: id.clone(),
+        Datasource {
+            id,
             company_id: cid.clone(),
             name: "pg".into(),
             description: String::new(),
             kind: DatasourceKind::Postgres,
             visibility: Visibility::Private,
-            owner_id: oid,
+            owner_id: owner.clone(),
             connection: conn,
             password_enc: Some(enc),
             tls_client_key_enc: Some(key_enc),
@@ -867,42 +723,218 @@ mod tests {
             created_at: now,
             updated_at: now,
             spec: Arc::new(spec),
-        };
-        store
-            .apply(
-                &cid,
-                vec![Change::PutDatasource {
-                    ds: Box::new(ds),
-                    is_new: true,
-                }],
-                vec![],
-            )
-            .unwrap();
-        drop(store);
-        // Read back from the file, not from the view the write produced.
-        let store = Store::open(&path, key()).unwrap();
-        let view = store.view();
-        let loaded = &view.company(&cid).unwrap().datasources[&id];
-        assert_eq!(loaded.connection.tls.as_ref(), Some(&tls));
-        match &loaded.spec.connection {
-            Connection::Network { password, tls, .. } => {
-                assert_eq!(password.expose(), "s3cret-pw-xyz");
-                assert_eq!(tls.mode, TlsMode::VerifyCa);
-                assert_eq!(tls.ca_pem.as_deref(), Some("the CA"));
-                assert_eq!(tls.client_cert_pem.as_deref(), Some("the certificate"));
-                let k = tls.client_key_pem.as_ref().map(Secret::expose);
-                assert_eq!(k, Some("s3cret-key-xyz"));
-            }
-            other => panic!("{other:?}"),
         }
-        assert!(
-            !format!("{loaded:?}").contains("s3cret"),
-            "Debug shows no secret"
-        );
-        drop(store);
-        let bytes = std::fs::read(&path).unwrap();
-        for secret in [&b"s3cret-pw-xyz"[..], b"s3cret-key-xyz"] {
-            assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+    }
+
+    fn put(store: &Store, cid: &CompanyId, ds: Datasource) {
+        let change = Change::PutDatasource {
+            ds: Box::new(ds),
+            is_new: true,
+        };
+        store.apply(cid, vec![change], vec![]).unwrap();
+    }
+
+    on_both_backends! {
+        fn a_write_is_visible_in_the_view_at_once_and_after_reopening(db) {
+            let store = db.open();
+            let (cid, oid) = company(&store, "acme");
+            assert_eq!(
+                store.view().company(&cid).unwrap().users[&oid].role,
+                CompanyRole::Owner
+            );
+            drop(store);
+            let store = db.open();
+            assert!(store.view().company(&cid).unwrap().users.contains_key(&oid));
+        }
+    }
+
+    on_both_backends! {
+        fn the_last_owner_rule_holds_inside_the_transaction(db) {
+            let store = db.open();
+            let (cid, oid) = company(&store, "acme");
+            let err = store
+                .apply(
+                    &cid,
+                    vec![Change::SetUserRole {
+                        user_id: oid.clone(),
+                        role: CompanyRole::Admin,
+                    }],
+                    vec![],
+                )
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+            assert_eq!(
+                store.view().company(&cid).unwrap().users[&oid].role,
+                CompanyRole::Owner,
+                "nothing changed"
+            );
+        }
+    }
+
+    on_both_backends! {
+        fn duplicate_names_are_conflicts_and_the_audit_record_rolls_back_with_the_change(db) {
+            let store = db.open();
+            let (cid, oid) = company(&store, "acme");
+            let rec = || {
+                AuditRecord::new(
+                    cid.clone(),
+                    Some(oid.clone()),
+                    "group.create",
+                    Outcome::Allowed,
+                )
+            };
+            store
+                .apply(&cid, vec![Change::CreateGroup(group(&cid, "analysts"))], vec![rec()])
+                .unwrap();
+            let err = store
+                .apply(&cid, vec![Change::CreateGroup(group(&cid, "analysts"))], vec![rec()])
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+            let page = store
+                .audit_query(&crate::audit::AuditFilter::new(cid.clone()))
+                .unwrap();
+            assert_eq!(page.items.len(), 1, "the refused change left no audit record");
+        }
+    }
+
+    on_both_backends! {
+        /// Both backends answer a refused change in the same words.
+        fn conflicts_read_the_same_on_every_backend(db) {
+            let store = db.open();
+            let (cid, _) = company(&store, "acme");
+            store
+                .apply(&cid, vec![Change::CreateGroup(group(&cid, "analysts"))], vec![])
+                .unwrap();
+            let text = |changes: Vec<Change>| match store.apply(&cid, changes, vec![]) {
+                Err(StoreError::Conflict(m)) => m,
+                other => panic!("{other:?}"),
+            };
+            let dup = text(vec![Change::CreateGroup(group(&cid, "analysts"))]);
+            assert_eq!(dup, "an object with that name already exists");
+            // Emails are unique whatever their case.
+            let user = |email: &str| User {
+                id: UserId::generate(),
+                company_id: cid.clone(),
+                kind: UserKind::Person,
+                email: Some(email.into()),
+                name: "u".into(),
+                role: CompanyRole::Consumer,
+                created_at: Utc::now(),
+            };
+            let dup = text(vec![Change::CreateUser(user("Owner@ACME.test"))]);
+            assert_eq!(dup, "an object with that name already exists");
+            // A token of a user that does not exist breaks a foreign key.
+            let token = Token {
+                id: TokenId::generate(),
+                user_id: UserId::generate(),
+                company_id: cid.clone(),
+                name: None,
+                hash: [7u8; 32],
+                created_at: Utc::now(),
+                expires_at: None,
+            };
+            let other = text(vec![Change::CreateToken(token)]);
+            assert_eq!(other, "the change conflicts with existing data");
+        }
+    }
+
+    on_both_backends! {
+        fn a_change_waits_for_another_connections_write_instead_of_failing(db) {
+            // SQLite: the audit writer (and a lone query committing its own record) write to the
+            // same file on their own connections. PostgreSQL: another replica's change holds the
+            // version row. A change must wait for their lock, not answer "unavailable".
+            let store = db.open();
+            let holder = db.hold(
+                "UPDATE meta SET value = value WHERE key = 'version'",
+                std::time::Duration::from_millis(300),
+            );
+            let (cid, _) = company(&store, "acme");
+            holder.join().unwrap();
+            assert!(store.view().company(&cid).is_some());
+        }
+    }
+
+    on_both_backends! {
+        /// Another process on SQLite (the CLI); another replica on PostgreSQL.
+        fn a_write_by_another_process_is_picked_up_by_refresh(db) {
+            let server = db.open();
+            assert!(!server.refresh_if_changed().unwrap(), "nothing changed yet");
+            let cli = db.open();
+            let (cid, _) = company(&cli, "other");
+            assert!(server.view().company(&cid).is_none());
+            assert!(server.refresh_if_changed().unwrap());
+            assert!(server.view().company(&cid).is_some());
+            assert!(
+                !server.refresh_if_changed().unwrap(),
+                "its own state is now current"
+            );
+            // An outside write followed by one of the server's own: the outside one is not
+            // skipped.
+            let (cid2, _) = company(&cli, "third");
+            let (own, _) = company(&server, "own");
+            assert!(server.view().company(&own).is_some());
+            assert!(server.refresh_if_changed().unwrap());
+            assert!(server.view().company(&cid2).is_some());
+            assert!(!server.refresh_if_changed().unwrap());
+        }
+    }
+
+    on_both_backends! {
+        fn a_datasource_password_and_client_key_are_sealed_and_decrypted_only_into_the_spec(db) {
+            let store = db.open();
+            let (cid, oid) = company(&store, "acme");
+            let tls = StoredTls {
+                mode: TlsMode::VerifyCa,
+                ca_pem: Some("the CA".into()),
+                client_cert_pem: Some("the certificate".into()),
+            };
+            let ds = datasource(&store, &cid, &oid, tls.clone());
+            let id = ds.id.clone();
+            put(&store, &cid, ds);
+            drop(store);
+            // Read back from the database, not from the view the write produced.
+            let store = db.open();
+            let view = store.view();
+            let loaded = &view.company(&cid).unwrap().datasources[&id];
+            assert_eq!(loaded.connection.tls.as_ref(), Some(&tls));
+            match &loaded.spec.connection {
+                Connection::Network { password, tls, .. } => {
+                    assert_eq!(password.expose(), "s3cret-pw-xyz");
+                    assert_eq!(tls.mode, TlsMode::VerifyCa);
+                    assert_eq!(tls.ca_pem.as_deref(), Some("the CA"));
+                    assert_eq!(tls.client_cert_pem.as_deref(), Some("the certificate"));
+                    let k = tls.client_key_pem.as_ref().map(Secret::expose);
+                    assert_eq!(k, Some("s3cret-key-xyz"));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(
+                !format!("{loaded:?}").contains("s3cret"),
+                "Debug shows no secret"
+            );
+            drop(store);
+            for bytes in db.datasource_bytes() {
+                for secret in [&b"s3cret-pw-xyz"[..], b"s3cret-key-xyz"] {
+                    assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+                }
+            }
+        }
+    }
+
+    on_both_backends! {
+        fn a_store_refuses_a_master_key_that_does_not_decrypt_its_secrets(db) {
+            let store = db.open();
+            let (cid, oid) = company(&store, "acme");
+            put(&store, &cid, datasource(&store, &cid, &oid, StoredTls::default()));
+            drop(store);
+            let other = MasterKey::from_bytes(&[9u8; 32]).unwrap();
+            let err = db.open_with(other).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "store: the master key does not decrypt this store's secrets; every replica \
+                 must run with the same SLUICE_MASTER_KEY"
+            );
+            assert!(db.open_with(key()).is_ok(), "the right key still opens it");
         }
     }
 

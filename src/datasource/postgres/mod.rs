@@ -37,7 +37,7 @@ mod errors;
 mod params;
 mod session;
 mod statement;
-mod tls;
+pub(crate) mod tls;
 mod values;
 
 use std::collections::HashMap;

@@ -214,7 +214,10 @@ impl PgTls {
 
 /// The rustls configuration for `verifies` (not `disable`), with the aws-lc-rs provider named
 /// explicitly (as the listener's is), and the client identity when one is set.
-fn client_config(settings: &TlsSettings, verifies: TlsMode) -> Result<ClientConfig, ExecError> {
+pub(crate) fn client_config(
+    settings: &TlsSettings,
+    verifies: TlsMode,
+) -> Result<ClientConfig, ExecError> {
     let field_error = |e: TlsSettingsError| ExecError::Unavailable(e.to_string());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let algorithms = provider.signature_verification_algorithms;
@@ -380,7 +383,7 @@ where
 }
 
 /// An error and its causes, as one line.
-fn chain_text(e: &tokio_postgres::Error) -> String {
+pub(crate) fn chain_text(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(err) = next {
