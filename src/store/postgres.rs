@@ -21,7 +21,7 @@
 use ::postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use ::postgres::{Client, GenericClient, Statement};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -69,7 +69,11 @@ fn control_plane_sql() -> String {
 /// The table holding the sealed key-check value.
 const KEY_CHECK_TABLE: &str = "key_check";
 
+/// A connect running on a thread of its own.
+type Attempt = std::sync::mpsc::Receiver<Result<Client, StoreError>>;
+
 /// How to reach the store database: the parsed URL and its TLS.
+#[derive(Clone)]
 struct Settings {
     config: ::postgres::Config,
     /// `None` under `sslmode=disable`.
@@ -163,12 +167,17 @@ impl Settings {
             options.push_str(o);
         }
         config.options(&options);
-        // A peer that vanishes (no RST) is noticed by the kernel, not after hours.
+        // A peer that vanishes (no RST) is noticed by the kernel in about half a minute, not
+        // after hours: keepalives while waiting for an answer, and a bound on unacknowledged
+        // sends.
         config
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             .keepalives_interval(Duration::from_secs(5))
             .keepalives_retries(3);
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(30));
+        }
 
         let tls_mode = match mode.as_str() {
             "disable" => TlsMode::Disable,
@@ -231,7 +240,57 @@ impl Settings {
         })
     }
 
+    /// Connects, waiting at most the connect timeout for the whole of it: tokio-postgres's
+    /// `connect_timeout` bounds the TCP connect only, not the TLS handshake and the startup,
+    /// which a stuck server or proxy can hold forever.
     fn connect(&self) -> Result<Client, StoreError> {
+        self.wait(self.start())
+            .unwrap_or_else(|_still_running| Err(self.timed_out()))
+    }
+
+    /// Starts connecting on a thread of its own.
+    fn start(&self) -> Attempt {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let this = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sluice-store-connect".to_owned())
+            .spawn(move || drop(tx.send(this.connect_now())));
+        if let Err(e) = spawned {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let _ = tx.send(Err(StoreError::Unavailable(format!("connect thread: {e}"))));
+            return rx;
+        }
+        rx
+    }
+
+    /// What `attempt` ended with, or the attempt again when it is still running after the
+    /// connect timeout.
+    fn wait(&self, attempt: Attempt) -> Result<Result<Client, StoreError>, Attempt> {
+        use std::sync::mpsc::RecvTimeoutError;
+        match attempt.recv_timeout(self.connect_timeout()) {
+            Ok(result) => Ok(result),
+            Err(RecvTimeoutError::Timeout) => Err(attempt),
+            Err(RecvTimeoutError::Disconnected) => Ok(Err(StoreError::Internal(
+                "the connect thread ended without an answer".to_owned(),
+            ))),
+        }
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT)
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "cannot connect to the store database: no answer within {} s",
+            self.connect_timeout().as_secs_f32()
+        ))
+    }
+
+    fn connect_now(&self) -> Result<Client, StoreError> {
         let connected = match &self.tls {
             None => self.config.connect(::postgres::NoTls),
             Some(tls) => self.config.connect(tls.clone()),
@@ -441,7 +500,17 @@ struct Conn {
 pub(super) struct Backend {
     settings: Settings,
     conn: Option<Conn>,
+    /// After a connect that failed slowly (a timeout: the server unreachable rather than
+    /// refusing): until when calls answer unavailable at once instead of waiting again, and why.
+    down: Option<(Instant, String)>,
+    /// A connect still running after the timeout: the next call waits for it rather than
+    /// start another (so a server that never answers holds one thread, not one per call).
+    pending: Option<(Attempt, Instant)>,
 }
+
+/// A failed connect that took this long is not tried again for [`RETRY_SLOW_CONNECT_AFTER`].
+const SLOW_CONNECT: Duration = Duration::from_secs(1);
+const RETRY_SLOW_CONNECT_AFTER: Duration = Duration::from_secs(2);
 
 impl Backend {
     /// Connects, and applies the migrations this database lacks.
@@ -456,6 +525,8 @@ impl Backend {
                 statements: HashMap::new(),
                 lost: false,
             }),
+            down: None,
+            pending: None,
         })
     }
 
@@ -469,8 +540,39 @@ impl Backend {
             self.conn = None;
         }
         if self.conn.is_none() {
+            if let Some((until, why)) = &self.down
+                && Instant::now() < *until
+            {
+                return Err(StoreError::Unavailable(why.clone()));
+            }
+            let started = Instant::now();
+            // A connect that has not answered for three timeouts is given up (its thread ends
+            // when its socket does) and another one started.
+            let (attempt, since) = match self.pending.take() {
+                Some((a, since)) if since.elapsed() < 3 * self.settings.connect_timeout() => {
+                    (a, since)
+                }
+                _ => (self.settings.start(), Instant::now()),
+            };
+            let result = match self.settings.wait(attempt) {
+                Ok(result) => result,
+                Err(still_running) => {
+                    self.pending = Some((still_running, since));
+                    Err(self.settings.timed_out())
+                }
+            };
+            let client = result.inspect_err(|e| {
+                if started.elapsed() >= SLOW_CONNECT {
+                    let why = match e {
+                        StoreError::Unavailable(m) => m.clone(),
+                        other => other.to_string(),
+                    };
+                    self.down = Some((Instant::now() + RETRY_SLOW_CONNECT_AFTER, why));
+                }
+            })?;
+            self.down = None;
             self.conn = Some(Conn {
-                client: self.settings.connect()?,
+                client,
                 statements: HashMap::new(),
                 lost: false,
             });
@@ -656,7 +758,6 @@ mod tests {
     use super::super::testutil::{PgDb, company, key};
     use super::*;
     use ::postgres::fallible_iterator::FallibleIterator;
-    use std::time::Instant;
 
     #[test]
     fn two_replicas_starting_at_once_on_an_empty_database_migrate_it_once() {
@@ -851,6 +952,89 @@ mod tests {
         }
         allow(&mut admin, true);
         store.ping().expect("back");
+        store.apply(&cid, vec![], vec![]).expect("written again");
+    }
+
+    /// A TCP relay to the test server that can turn silent: it then accepts connections and
+    /// never answers, as a hung server or proxy does.
+    struct Relay {
+        port: u16,
+        silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Relay {
+        fn start() -> Relay {
+            use std::net::{TcpListener, TcpStream};
+            use std::sync::atomic::Ordering::SeqCst;
+            let admin: ::postgres::Config = super::super::testutil::pg_admin_url().parse().unwrap();
+            let host = match admin.get_hosts().first() {
+                Some(::postgres::config::Host::Tcp(h)) => h.clone(),
+                _ => "127.0.0.1".to_owned(),
+            };
+            let target = (host, admin.get_ports().first().copied().unwrap_or(5432));
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let quiet = silent.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for down in listener.incoming().flatten() {
+                    if quiet.load(SeqCst) {
+                        held.push(down);
+                        continue;
+                    }
+                    let Ok(up) = TcpStream::connect((target.0.as_str(), target.1)) else {
+                        continue;
+                    };
+                    for (mut from, mut to) in [
+                        (up.try_clone().unwrap(), down.try_clone().unwrap()),
+                        (down, up),
+                    ] {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            });
+            Relay { port, silent }
+        }
+
+        fn set_silent(&self, on: bool) {
+            self.silent.store(on, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_holds_no_call_longer_than_the_connect_timeout() {
+        let db = PgDb::create();
+        let relay = Relay::start();
+        let admin: ::postgres::Config = super::super::testutil::pg_admin_url().parse().unwrap();
+        let url = format!(
+            "postgres://{}@127.0.0.1:{}/{}?sslmode=disable&connect_timeout=1",
+            admin.get_user().unwrap_or("postgres"),
+            relay.port,
+            db.name
+        );
+        let store = Store::open_postgres(&url, key()).unwrap();
+        let (cid, _) = company(&store, "acme");
+        relay.set_silent(true);
+        db.kill_connections();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let ping = store.ping();
+            assert!(matches!(ping, Err(StoreError::Unavailable(_))), "{ping:?}");
+            assert!(started.elapsed() < Duration::from_millis(2500));
+        }
+        relay.set_silent(false);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while store.ping().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "not back after the server answers again"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         store.apply(&cid, vec![], vec![]).expect("written again");
     }
 
