@@ -245,17 +245,25 @@ def wait_db_quiet(kind, timeout=15):
 class Gateway:
     """The release binary on a fresh data directory, with the owner's token and an HTTP client."""
 
-    def __init__(self, name, env=None):
+    def __init__(self, name, env=None, store_url=None, company=True):
+        """`store_url`: serve from that PostgreSQL store (with `env` giving SLUICE_MASTER_KEY)
+        instead of the embedded one; `company=False` when another replica already made it."""
         self.name = name
         self.work = tempfile.mkdtemp(prefix=f"sluice-bench-{name}-")
         self.data = os.path.join(self.work, "data")
-        out = sh([BIN, "company", "create", "Bench", "--owner-email", "bench@example.com",
-                  "--data-dir", self.data])
-        if out.returncode != 0:
-            sys.exit("company create failed: " + out.stderr)
-        self.token = out.stdout.strip().splitlines()[-1].strip()
+        store_env = {"SLUICE_STORE__URL": store_url} if store_url else {}
+        self.token = None
+        if company:
+            out = subprocess.run(
+                [BIN, "company", "create", "Bench", "--owner-email", "bench@example.com",
+                 "--data-dir", self.data], capture_output=True, text=True,
+                env={**os.environ, **(env or {}), **store_env})
+            if out.returncode != 0:
+                sys.exit("company create failed: " + out.stderr)
+            self.token = out.stdout.strip().splitlines()[-1].strip()
         full_env = {
             **os.environ,
+            **store_env,
             "SLUICE_LOG": "warn,sluice::app=info",
             # One token and one app carry all the load: let every client run instead of 429.
             "SLUICE_LIMITS__MAX_CONCURRENT_PER_TOKEN": "256",

@@ -18,6 +18,7 @@ use crate::http::{AppState, router};
 use crate::limits::Limiters;
 use crate::metrics::Metrics;
 use crate::store::{MasterKey, Store};
+use crate::sync::Freshness;
 use crate::tls::{CertInfo, TlsListener};
 
 pub struct Application {
@@ -27,14 +28,55 @@ pub struct Application {
     pub state: Arc<AppState>,
 }
 
-/// Opens the store (creating the data directory and master key if needed).
+/// Opens the store (creating the data directory and master key if needed): the embedded SQLite
+/// store in `data_dir`, or the shared PostgreSQL store at `store.url`. Blocking: call it off the
+/// async threads.
 pub fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let key = MasterKey::load(
-        std::env::var("SLUICE_MASTER_KEY").ok().as_deref(),
-        &config.data_dir,
-    )?;
-    Ok(Store::open(&config.store_path(), key)?)
+    let env_key = std::env::var("SLUICE_MASTER_KEY").ok();
+    match &config.store.url {
+        None => {
+            let key = MasterKey::load(env_key.as_deref(), &config.data_dir)?;
+            Ok(Store::open(&config.store_path(), key)?)
+        }
+        Some(url) => {
+            // A key file made up in one replica's data directory would differ from the next
+            // one's, and each would seal secrets the others cannot read.
+            let Some(env_key) = env_key else {
+                anyhow::bail!(
+                    "store.url names a shared PostgreSQL store: set SLUICE_MASTER_KEY, the same \
+                     on every replica (a key file in one replica's data directory is not shared)"
+                );
+            };
+            let key = MasterKey::load(Some(&env_key), &config.data_dir)?;
+            Ok(Store::open_postgres(url.expose(), key)?)
+        }
+    }
+}
+
+/// Starts the audit writer on the store's database.
+fn start_audit(config: &Config) -> anyhow::Result<AuditWriter> {
+    let settings = AuditSettings {
+        wait_for_commit: config.audit.wait_for_commit,
+        max_batch: config.audit.max_batch,
+        max_delay: Duration::from_millis(config.audit.max_delay_ms),
+        queue_capacity: config.audit.queue_capacity,
+        fsync: config.audit.fsync,
+        retention_days: config.audit.retention_days,
+        ..AuditSettings::default()
+    };
+    Ok(match &config.store.url {
+        None => AuditWriter::start(&config.store_path(), settings)?,
+        Some(url) => {
+            let url = url.clone();
+            AuditWriter::start_postgres(
+                Box::new(move || {
+                    crate::store::postgres::connect(url.expose()).map_err(|e| e.to_string())
+                }),
+                settings,
+            )?
+        }
+    })
 }
 
 impl Application {
@@ -42,18 +84,24 @@ impl Application {
         // First, so a bad certificate or key stops startup (naming the field) before anything
         // is created on disk.
         let tls = TlsListener::from_config(&config.tls)?.map(Arc::new);
-        let store = Arc::new(open_store(&config)?);
-        let audit = Arc::new(AuditWriter::start(
-            &config.store_path(),
-            AuditSettings {
-                wait_for_commit: config.audit.wait_for_commit,
-                max_batch: config.audit.max_batch,
-                max_delay: Duration::from_millis(config.audit.max_delay_ms),
-                queue_capacity: config.audit.queue_capacity,
-                fsync: config.audit.fsync,
-                ..AuditSettings::default()
-            },
-        )?);
+        // Opening a PostgreSQL store blocks (the sync client runs its own runtime).
+        let (store, audit, config) = tokio::task::spawn_blocking(move || {
+            let store = open_store(&config)?;
+            let audit = start_audit(&config)?;
+            anyhow::Ok((Arc::new(store), Arc::new(audit), config))
+        })
+        .await??;
+        // With a shared store, a sync thread keeps the view current and the hot path refuses
+        // to serve a view older than the bound (see `crate::sync`).
+        let freshness = match &config.store.url {
+            None => None,
+            Some(url) => {
+                let freshness =
+                    Freshness::new(Duration::from_millis(config.store.max_staleness_ms));
+                crate::sync::start(store.clone(), url.clone(), freshness.clone())?;
+                Some(freshness)
+            }
+        };
         // Process-wide: it bounds the store's and the audit log's SQLite too.
         crate::datasource::sqlite::set_heap_limit(config.limits.sqlite_heap_limit_bytes);
         let registry = Registry::new(RegistrySettings {
@@ -88,6 +136,7 @@ impl Application {
         let state = Arc::new(AppState {
             config: Arc::new(config),
             store,
+            freshness,
             audit,
             registry,
             metrics,
@@ -401,17 +450,22 @@ fn warn_if_expired(cert: &CertInfo) {
     }
 }
 
-/// Picks up store changes made by other processes (the CLI) and closes idle pools.
+/// Picks up changes other processes (the CLI) made to an embedded store, and closes idle pools.
 async fn background_tasks(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        let store = state.store.clone();
-        match tokio::task::spawn_blocking(move || store.refresh_if_changed()).await {
-            Ok(Ok(true)) => tracing::info!("reloaded the control plane after an outside change"),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not check the store for changes"),
-            Err(_) => {}
+        // A shared store is watched by the sync thread (`crate::sync`).
+        if state.freshness.is_none() {
+            let store = state.store.clone();
+            match tokio::task::spawn_blocking(move || store.refresh_if_changed()).await {
+                Ok(Ok(true)) => {
+                    tracing::info!("reloaded the control plane after an outside change")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not check the store for changes"),
+                Err(_) => {}
+            }
         }
         let closed = state.registry.close_idle();
         if closed > 0 {

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 use crate::audit::{AuditRecord, Outcome};
-use crate::config::{Config, LogFormat, Overrides};
+use crate::config::{Config, LogFormat, Overrides, StoreOverrides, StoreUrl};
 use crate::identity::mint;
 use crate::model::*;
 use crate::store::{Change, Company, User};
@@ -27,6 +27,10 @@ pub struct Global {
     /// A TOML configuration file.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// A shared PostgreSQL store, `postgres://user:pass@host/db?sslmode=verify-full`, instead of
+    /// the embedded one in the data directory. Env: SLUICE_STORE__URL.
+    #[arg(long, global = true)]
+    pub store_url: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -67,6 +71,9 @@ pub fn load_config(global: &Global, serve: Option<&ServeArgs>) -> anyhow::Result
         listen: serve.and_then(|s| s.listen),
         data_dir: global.data_dir.clone(),
         allow_networks: serve.and_then(|s| s.allow_networks.clone()),
+        store: global.store_url.clone().map(|url| StoreOverrides {
+            url: StoreUrl::new(url),
+        }),
     };
     Ok(Config::load(
         global.config.as_deref(),
@@ -104,7 +111,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: CompanyCommand::Create { name, owner_email },
         } => {
             let config = load_config(&cli.global, None)?;
-            let token = create_company(&config, &name, &owner_email)?;
+            // Off the async threads: a PostgreSQL store's client blocks.
+            let (n, e) = (name.clone(), owner_email.clone());
+            let token =
+                tokio::task::spawn_blocking(move || create_company(&config, &n, &e)).await??;
             println!("company {name:?} created; owner {owner_email}");
             println!("owner token (shown once, keep it safe):");
             println!("{token}");

@@ -30,6 +30,7 @@ pub struct Config {
     pub log: Log,
     pub mcp: Mcp,
     pub tls: Tls,
+    pub store: StoreSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +117,57 @@ pub struct Audit {
     pub retention_days: Option<u32>,
 }
 
+/// Where the control plane and the audit log live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// A PostgreSQL store shared by every replica, `postgres://user:pass@host:port/db?sslmode=…`
+    /// (sslmode `disable`, `prefer` (default), `require`, `verify-ca`, `verify-full`, with
+    /// `sslrootcert=<file>`). Unset (default): the embedded SQLite store in `data_dir`, for one
+    /// node. Env `SLUICE_STORE__URL`, flag `--store-url`.
+    pub url: Option<StoreUrl>,
+    /// With a PostgreSQL store: how long a replica may go without confirming that its view of
+    /// the control plane is current (a change notification or a version check on its listening
+    /// connection) before it answers 503 rather than risk serving revoked access. The version is
+    /// checked every quarter of this.
+    pub max_staleness_ms: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: None,
+            max_staleness_ms: 1_000,
+        }
+    }
+}
+
+/// A store URL; it carries the store's password, so its `Debug` shows none of it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    pub fn new(url: impl Into<String>) -> StoreUrl {
+        StoreUrl(url.into())
+    }
+
+    /// The URL itself, password included: for connecting, never for logging.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Scheme and host part after the credentials, nothing from before the `@`.
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+        let host = host.split('?').next().unwrap_or_default();
+        write!(f, "StoreUrl({scheme}://…@{host})")
+    }
+}
+
 /// The MCP endpoint (`/v1/apps/{id}/mcp`). It is stateless: no MCP session outlives the HTTP
 /// request that carried it, so any replica serves any request and there are no sessions to
 /// count or expire; what a client can hold is a request, bounded here and by `limits`' query
@@ -185,6 +237,7 @@ impl Default for Config {
             log: Log::default(),
             mcp: Mcp::default(),
             tls: Tls::default(),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -297,6 +350,14 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_networks: Option<Vec<ipnet::IpNet>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreOverrides>,
+}
+
+/// `--store-url`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StoreOverrides {
+    pub url: StoreUrl,
 }
 
 impl Config {
@@ -361,11 +422,25 @@ impl Config {
             ("mcp.max_result_bytes", self.mcp.max_result_bytes),
             ("mcp.max_request_bytes", self.mcp.max_request_bytes as u64),
             ("tls.handshake_timeout_ms", self.tls.handshake_timeout_ms),
+            ("store.max_staleness_ms", self.store.max_staleness_ms),
         ];
         for (name, v) in positive {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
+        }
+        if self.audit.retention_days == Some(0) {
+            return Err(ConfigError::Invalid(
+                "audit.retention_days must be at least 1 (unset keeps every record)".into(),
+            ));
+        }
+        if let Some(url) = &self.store.url
+            && !(url.expose().starts_with("postgres://")
+                || url.expose().starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "store.url must be a postgres:// URL (unset: the embedded SQLite store)".into(),
+            ));
         }
         // Below this the store and the audit log would fail for want of memory long before any
         // datasource statement is refused.
@@ -495,6 +570,51 @@ fn env_value(path: &[String], raw: &str) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_url_from_env_or_flag_and_never_shown() {
+        let secret = "postgres://sluice:s3cret-pw@db.internal:5433/control?sslmode=verify-full";
+        let c = Config::load(
+            None,
+            env(&[("SLUICE_STORE__URL", secret)]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.store.url.as_ref().map(StoreUrl::expose), Some(secret));
+        assert_eq!(c.store.max_staleness_ms, 1_000);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("db.internal:5433/control"), "{shown}");
+
+        let flag = "postgres://other@h/d";
+        let c = Config::load(
+            None,
+            env(&[("SLUICE_STORE__URL", secret)]),
+            &Overrides {
+                store: Some(StoreOverrides {
+                    url: StoreUrl::new(flag),
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.store.url.as_ref().map(StoreUrl::expose), Some(flag));
+
+        let err = Config::load(
+            None,
+            env(&[("SLUICE_STORE__URL", "mysql://x@y/z")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("store.url"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("SLUICE_STORE__MAX_STALENESS_MS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("store.max_staleness_ms"), "{err}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

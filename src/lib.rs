@@ -25,4 +25,5 @@ pub mod permission;
 pub mod policy;
 pub mod query;
 pub mod store;
+pub mod sync;
 pub mod tls;

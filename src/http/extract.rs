@@ -86,7 +86,7 @@ where
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let view = app.store.view();
+        let view = app.view()?;
         let caller = authenticate(&view, header, chrono::Utc::now())?;
         tracing::Span::current().record("user_id", caller.user.id.as_str());
         Ok(caller)

@@ -36,6 +36,8 @@ use error::ApiError;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
+    /// With a shared (PostgreSQL) store: when this replica last confirmed its view current.
+    pub freshness: Option<Arc<crate::sync::Freshness>>,
     pub audit: Arc<AuditWriter>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -44,6 +46,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The control plane to serve a request from, without I/O; 503 when a shared store's view
+    /// may be stale (see `crate::sync`).
+    pub fn view(&self) -> Result<Arc<crate::store::View>, ApiError> {
+        Ok(crate::sync::fresh_view(
+            &self.store,
+            self.freshness.as_deref(),
+        )?)
+    }
+
     /// Commits changes with their audit records (off the async threads), then returns the
     /// company's fresh view.
     pub async fn apply(

@@ -24,12 +24,24 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// Ready when the control-plane store answers.
+/// Ready when the control-plane store answers and, with a shared PostgreSQL store, this replica
+/// confirmed its view current within `store.max_staleness_ms` (a load balancer then takes a
+/// replica that lost its store out of rotation).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "The control-plane store answers", body = super::openapi::Status),
     (status = 503, description = "The control-plane store does not answer", body = super::openapi::Status),
 ))]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // A replica of a shared store whose view may be stale would refuse every request.
+    if let Some(Err(e)) = state.freshness.as_ref().map(|f| f.check()) {
+        tracing::debug!(error = %e, "not ready");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({"status": "not_ready", "reason": "the control plane is not confirmed current with the store"}),
+            ),
+        );
+    }
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))),

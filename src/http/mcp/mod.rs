@@ -108,7 +108,11 @@ async fn endpoint(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = match authenticate(&state.store.view(), header_text, chrono::Utc::now()) {
+    let view = match state.view() {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let caller = match authenticate(&view, header_text, chrono::Utc::now()) {
         Ok(c) => c,
         Err(e) => return unauthenticated(&mcp, &state, req.headers(), &app_id, e),
     };
