@@ -214,6 +214,15 @@ impl Settings {
                 .map(|p| read_pem("sslkey", p).map(Secret::new))
                 .transpose()?,
         };
+        // The files are judged before connecting, each error naming the URL parameter.
+        crate::datasource::tls::validate(&settings).map_err(|e| {
+            let param = match e.field {
+                "ca_pem" => "sslrootcert",
+                "client_cert_pem" => "sslcert",
+                _ => "sslkey",
+            };
+            bad(format!("{param}: {}", e.reason))
+        })?;
         let tls = match tls_mode {
             TlsMode::Disable => {
                 config.ssl_mode(SslMode::Disable);
@@ -226,7 +235,10 @@ impl Settings {
                     SslMode::Require
                 });
                 let client = crate::datasource::postgres::tls::client_config(&settings, verifies)
-                    .map_err(|e| StoreError::Unavailable(format!("store TLS: {e}")))?;
+                    .map_err(|e| match e {
+                    crate::datasource::ExecError::Unavailable(m) => bad(m),
+                    other => bad(other.to_string()),
+                })?;
                 Some(MakeRustlsConnect::new(client))
             }
         };
@@ -1107,6 +1119,68 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("sslmode"), "{err}");
+    }
+
+    #[test]
+    fn a_client_certificate_comes_from_sslcert_and_sslkey() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let pair = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec!["sluice".to_owned()]).unwrap();
+            (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+        };
+        let (cert, key) = pair();
+        let (_, other_key) = pair();
+        let (cert, key, other_key) = (
+            write("c.pem", cert),
+            write("k.pem", key),
+            write("o.pem", other_key),
+        );
+        let admin = super::super::testutil::pg_admin_url();
+        let base = admin.split_once('?').map_or(admin.as_str(), |(b, _)| b);
+        let url = |query: String| format!("{base}?{query}");
+
+        let s =
+            Settings::parse(&url(format!("sslmode=require&sslcert={cert}&sslkey={key}"))).unwrap();
+        assert!(s.client_cert && s.tls.is_some());
+        let err = Settings::parse(&url(format!("sslmode=require&sslcert={cert}")))
+            .err()
+            .expect("half an identity");
+        assert!(err.to_string().contains("sslkey"), "{err}");
+        let err = Settings::parse(&url(format!(
+            "sslmode=require&sslcert={cert}&sslkey={other_key}"
+        )))
+        .err()
+        .expect("a key of another certificate");
+        assert!(err.to_string().contains("sslkey: does not belong"), "{err}");
+        let err = Settings::parse(&url(format!("sslmode=verify-ca&sslrootcert={key}")))
+            .err()
+            .expect("a key is no CA bundle");
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
+        assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+
+        // A server that asks for no client certificate accepts the connection all the same.
+        let on: String = super::super::testutil::pg_admin()
+            .query_one("SHOW ssl", &[])
+            .unwrap()
+            .get(0);
+        if on == "on" {
+            let mut c =
+                connect(&url(format!("sslmode=require&sslcert={cert}&sslkey={key}"))).unwrap();
+            let tls: bool = c
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            assert!(tls);
+        }
     }
 
     #[test]
