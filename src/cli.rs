@@ -54,6 +54,32 @@ pub enum Command {
     },
     /// Start a ready-made demonstration on the embedded store with the acme sample data.
     Demo(ServeArgs),
+    /// Manage the control-plane store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy a one-node installation (its SQLite store) into an empty PostgreSQL store for
+    /// several replicas, in one transaction, and print the rows copied per table.
+    ///
+    /// Everything is copied: companies, users, tokens, groups, apps, datasources, sharing,
+    /// integrations and the audit log. Datasource passwords and TLS client keys are copied
+    /// sealed, as they are: every replica must run with this installation's master key, given
+    /// as SLUICE_MASTER_KEY (the key the copy uses: SLUICE_MASTER_KEY if set, else
+    /// <FROM>/master.key). A target that holds any row is refused. Stop the node first: what it
+    /// writes after the copy's snapshot is not copied.
+    Copy {
+        /// The data directory of the installation (holding sluice.db and master.key).
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL store, `postgres://user:pass@host:port/db?sslmode=...`.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,7 +151,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config);
             crate::demo::run(config).await
         }
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => store_copy(from, to).await,
     }
+}
+
+/// `sluice store copy`: the copy, then what was copied and what the replicas need.
+async fn store_copy(from: PathBuf, to: String) -> anyhow::Result<()> {
+    use crate::store::copy::{KeySource, copy};
+    let url = crate::config::StoreUrl::new(to);
+    let key = KeySource::find(std::env::var("SLUICE_MASTER_KEY").ok(), &from);
+    let (u, k, f) = (url.clone(), key.clone(), from.clone());
+    // Off the async threads: the PostgreSQL client blocks.
+    let report = tokio::task::spawn_blocking(move || copy(&f, &u, &k)).await??;
+    // The URL as its Debug form shows it: without the credentials.
+    let shown = format!("{url:?}");
+    let shown = shown
+        .strip_prefix("StoreUrl(")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(&shown);
+    println!(
+        "copied {} into {shown} in one transaction:",
+        from.join("sluice.db").display()
+    );
+    for t in &report.tables {
+        let detail = if t.sources.len() > 1 {
+            let parts: Vec<String> = t
+                .sources
+                .iter()
+                .map(|(s, n)| format!("{n} from {s}"))
+                .collect();
+            format!("  ({})", parts.join(", "))
+        } else {
+            String::new()
+        };
+        println!("  {:<16} {:>9}{detail}", t.table, t.rows);
+    }
+    println!(
+        "{} datasource secret(s) (passwords, TLS client keys) were copied sealed with the master \
+         key from {key}.",
+        report.sealed_secrets
+    );
+    match &key {
+        KeySource::Env(_) => println!(
+            "Start every replica with this same SLUICE_MASTER_KEY and --store-url (or \
+             SLUICE_STORE__URL)."
+        ),
+        KeySource::File(p) => println!(
+            "Start every replica with SLUICE_MASTER_KEY=\"$(cat {})\" and --store-url (or \
+             SLUICE_STORE__URL): a replica with another key cannot open them.",
+            p.display()
+        ),
+    }
+    Ok(())
 }
 
 /// Creates a company with its first owner and returns the owner's token.

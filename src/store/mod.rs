@@ -5,6 +5,7 @@
 //! served from an in-memory [`View`], one immutable snapshot per company, swapped after every
 //! committed write, so the query path never waits on the store.
 
+pub mod copy;
 pub mod crypto;
 pub mod postgres;
 mod sql;
