@@ -783,3 +783,95 @@ async fn a_missing_source_and_a_used_target_are_refused() {
         "{err}"
     );
 }
+
+/// A data directory of an older version (here: from before datasources had TLS settings) is
+/// migrated by the copy's own open of it, so what reaches PostgreSQL has this version's shape.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_data_dir_is_migrated_before_it_is_copied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args([
+            "company",
+            "create",
+            "Old",
+            "--owner-email",
+            "o@old.test",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("SLUICE_MASTER_KEY")
+        .env_remove("SLUICE_STORE__URL")
+        .output()
+        .expect("company create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_text = std::fs::read_to_string(data.join("master.key")).expect("master.key");
+    let key = MasterKey::parse(&key_text).expect("key");
+    {
+        // Back to schema version 4, with a datasource as that version stored it: no TLS
+        // settings, no client-key column, the password sealed to its id.
+        let conn = rusqlite::Connection::open(data.join("sluice.db")).expect("open");
+        let (company, owner): (String, String) = conn
+            .query_row("SELECT company_id, id FROM users", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("owner");
+        conn.execute_batch(
+            "ALTER TABLE datasources DROP COLUMN tls_client_key_enc; PRAGMA user_version = 4;",
+        )
+        .expect("downgrade");
+        let sealed = key.encrypt(b"old-pw", "ds_old");
+        conn.execute(
+            "INSERT INTO datasources (id, company_id, name, description, kind, visibility,
+                owner_id, connection, password_enc, policy, pool_max_size, generation,
+                created_at, updated_at)
+             VALUES ('ds_old', ?1, 'legacy', '', 'postgres', 'private', ?2,
+                '{\"host\":\"db.example.com\",\"port\":5432,\"database\":\"d\",\"user\":\"u\"}',
+                ?3, '{}', 4, 7, '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z')",
+            rusqlite::params![company, owner, sealed],
+        )
+        .expect("an old datasource");
+    }
+    let target = TargetDb::create();
+    let out = store_copy(&data, &target.url());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = printed_counts(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(counts["datasources"], 1, "{counts:?}");
+    let version: i64 = rusqlite::Connection::open(data.join("sluice.db"))
+        .expect("open")
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert!(version > 4, "the source was migrated: {version}");
+    let url = target.url();
+    on_own_thread(move || {
+        let copied = Store::open_postgres(&url, MasterKey::parse(&key_text).unwrap())
+            .expect("open the copied store");
+        let view = copied.view();
+        let cv = view.companies.values().next().expect("the company");
+        let ds = &cv.datasources[&sluice::model::DatasourceId("ds_old".into())];
+        assert_eq!(
+            ds.connection.tls.as_ref().map(|t| t.mode),
+            Some(sluice::datasource::tls::TlsMode::Disable),
+            "migrated to an explicit disable before the copy"
+        );
+        assert_eq!(ds.generation, 7);
+        match &ds.spec.connection {
+            sluice::datasource::Connection::Network { password, .. } => {
+                assert_eq!(
+                    password.expose(),
+                    "old-pw",
+                    "the sealed password still opens"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
