@@ -84,6 +84,15 @@ impl Application {
         // First, so a bad certificate or key stops startup (naming the field) before anything
         // is created on disk.
         let tls = TlsListener::from_config(&config.tls)?.map(Arc::new);
+        // With a shared store, a sync thread keeps the view current and the hot path refuses
+        // to serve a view older than the bound (see `crate::sync`). The view loaded at open is
+        // current as of the moment the open started, so the replica is ready when it listens.
+        let freshness = config
+            .store
+            .url
+            .as_ref()
+            .map(|_| Freshness::new(Duration::from_millis(config.store.max_staleness_ms)));
+        let opening = freshness.as_ref().map(|f| f.start());
         // Opening a PostgreSQL store blocks (the sync client runs its own runtime).
         let (store, audit, config) = tokio::task::spawn_blocking(move || {
             let store = open_store(&config)?;
@@ -91,17 +100,10 @@ impl Application {
             anyhow::Ok((Arc::new(store), Arc::new(audit), config))
         })
         .await??;
-        // With a shared store, a sync thread keeps the view current and the hot path refuses
-        // to serve a view older than the bound (see `crate::sync`).
-        let freshness = match &config.store.url {
-            None => None,
-            Some(url) => {
-                let freshness =
-                    Freshness::new(Duration::from_millis(config.store.max_staleness_ms));
-                crate::sync::start(store.clone(), url.clone(), freshness.clone())?;
-                Some(freshness)
-            }
-        };
+        if let (Some(f), Some(url), Some(at)) = (&freshness, &config.store.url, opening) {
+            f.confirm(at);
+            crate::sync::start(store.clone(), url.clone(), f.clone())?;
+        }
         // Process-wide: it bounds the store's and the audit log's SQLite too.
         crate::datasource::sqlite::set_heap_limit(config.limits.sqlite_heap_limit_bytes);
         let registry = Registry::new(RegistrySettings {

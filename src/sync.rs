@@ -51,13 +51,15 @@ impl Freshness {
         self.origin.elapsed().as_millis() as u64 + 1
     }
 
-    /// Records a successful check that started at `started_ms` (from [`Self::start`]).
-    fn confirm(&self, started_ms: u64) {
+    /// Records a successful check (or load) that started at `started_ms` (from
+    /// [`Self::start`]).
+    pub fn confirm(&self, started_ms: u64) {
         self.confirmed_at_ms
             .fetch_max(started_ms, Ordering::Release);
     }
 
-    fn start(&self) -> u64 {
+    /// The moment a check or a load starts, to [`Self::confirm`] once it succeeded.
+    pub fn start(&self) -> u64 {
         self.now_ms()
     }
 
@@ -99,8 +101,7 @@ pub fn fresh_view(store: &Store, freshness: Option<&Freshness>) -> Result<Arc<Vi
     Ok(store.view())
 }
 
-/// Starts the sync thread for a PostgreSQL store at `url`. The view loaded at open counts as
-/// confirmed from the moment this is called only after the first check succeeds.
+/// Starts the sync thread for a PostgreSQL store at `url`.
 pub fn start(
     store: Arc<Store>,
     url: crate::config::StoreUrl,
