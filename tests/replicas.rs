@@ -88,23 +88,7 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
-            .http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let text = res.text().await.expect("body");
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
+        support::client::call(&self.http, base, token, method, path, body).await
     }
 
     async fn ok(
@@ -115,9 +99,7 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Value {
-        let (s, v) = self.call(base, token, method, path, body).await;
-        assert!((200..300).contains(&s), "{method} {base}{path} -> {s} {v}");
-        v
+        support::client::ok(&self.http, base, token, method, path, body).await
     }
 
     async fn query(&self, base: &str, token: &str, app: &str, sql: &str) -> (u16, Value) {

@@ -79,26 +79,12 @@ impl Gateway {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self.request(token, method, path);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let text = res.text().await.expect("body");
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
+        super::client::call(&self.http, &self.base, token, method, path, body).await
     }
 
     /// A call that must succeed (2xx).
     pub async fn ok(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(token, method, path, body).await;
-        assert!((200..300).contains(&s), "{method} {path} -> {s} {v}");
-        v
+        super::client::ok(&self.http, &self.base, token, method, path, body).await
     }
 
     /// POST /v1/apps/{app}/query with a JSON answer.

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod certs;
+pub mod client;
 pub mod db;
 pub mod gateway;
 pub mod relay;
