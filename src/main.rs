@@ -5,8 +5,53 @@ use clap::Parser;
 /// mimalloc instead of glibc malloc: the request path allocates many small short-lived buffers
 /// (headers, JSON, rows), which glibc served with ~12% of the gateway's CPU in bench/run's
 /// profile (see BENCHMARKS.md).
+#[cfg(not(feature = "count-allocs"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Bench builds only (`--features count-allocs`, bench/counts.py): the same mimalloc, counting
+/// allocations and bytes asked for into [`sluice::metrics::alloc_counts`], which `/metrics` shows.
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static GLOBAL: counting::Counting = counting::Counting;
+
+#[cfg(feature = "count-allocs")]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use sluice::metrics::alloc_counts::{ALLOCATIONS, BYTES};
+
+    pub struct Counting;
+
+    fn count(bytes: usize) {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(bytes as u64, Relaxed);
+    }
+
+    // SAFETY: every call is passed on unchanged to mimalloc, itself a `GlobalAlloc`.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count(layout.size());
+            unsafe { mimalloc::MiMalloc.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count(layout.size());
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        }
+
+        /// A reallocation counts as one allocation of its new size.
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count(new_size);
+            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        }
+    }
+}
 
 fn main() -> std::process::ExitCode {
     let cli = sluice::cli::Cli::parse();

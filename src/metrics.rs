@@ -258,7 +258,40 @@ impl Metrics {
         self.audit_queue.set(audit_queue as i64);
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
+        #[cfg(feature = "count-allocs")]
+        alloc_counts::render(&mut out);
         out
+    }
+}
+
+/// Bench builds only (`--features count-allocs`): what the binary's counting global allocator
+/// has handed out since the start, rendered as two counters at the end of `/metrics`.
+#[cfg(feature = "count-allocs")]
+pub mod alloc_counts {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// Allocations (a reallocation counts as one).
+    pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+    /// Bytes asked for by those allocations.
+    pub static BYTES: AtomicU64 = AtomicU64::new(0);
+
+    pub(super) fn render(out: &mut String) {
+        use std::fmt::Write;
+        let eof = out.ends_with("# EOF\n");
+        if eof {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        let _ = write!(
+            out,
+            "# TYPE sluice_bench_allocations counter\nsluice_bench_allocations_total {}\n\
+             # TYPE sluice_bench_allocated_bytes counter\nsluice_bench_allocated_bytes_total {}\n",
+            ALLOCATIONS.load(Relaxed),
+            BYTES.load(Relaxed)
+        );
+        if eof {
+            out.push_str("# EOF\n");
+        }
     }
 }
 
