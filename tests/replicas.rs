@@ -123,26 +123,52 @@ fn outcome(status: u16, v: &Value) -> String {
     }
 }
 
-/// Polls `probe` against `base` until it answers `want`. Any answer still the old `stale` one
+/// A request repeated until it answers as expected.
+enum Probe<'a> {
+    /// `POST /v1/apps/{app}/query`.
+    Query {
+        token: &'a str,
+        app: &'a str,
+        sql: &'a str,
+    },
+    /// `GET path`.
+    Get { token: &'a str, path: &'a str },
+}
+
+fn query<'a>(token: &'a str, app: &'a str, sql: &'a str) -> Probe<'a> {
+    Probe::Query { token, app, sql }
+}
+
+fn get<'a>(token: &'a str, path: &'a str) -> Probe<'a> {
+    Probe::Get { token, path }
+}
+
+impl Api {
+    async fn probe(&self, base: &str, probe: &Probe<'_>) -> (u16, Value) {
+        match *probe {
+            Probe::Query { token, app, sql } => self.query(base, token, app, sql).await,
+            Probe::Get { token, path } => self.call(base, token, "GET", path, None).await,
+        }
+    }
+}
+
+/// Repeats `probe` against `base` until it answers `want`. Any answer still the old `stale` one
 /// to a request sent more than [`BOUND`] after `changed` (when the change's answer arrived) fails
 /// the test: a replica may answer 503 while it cannot confirm its view, never the old answer.
 /// Returns how long after `changed` the new answer first came.
-async fn await_effect<F, Fut>(
+async fn await_effect(
+    api: &Api,
     what: &str,
     base: &str,
     changed: Instant,
     stale: &str,
     want: &str,
-    mut probe: F,
-) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = (u16, Value)>,
-{
+    probe: &Probe<'_>,
+) -> Duration {
     let give_up = changed + Duration::from_secs(20);
     loop {
         let sent = Instant::now();
-        let (s, v) = probe().await;
+        let (s, v) = api.probe(base, probe).await;
         let got = outcome(s, &v);
         if got == want {
             return changed.elapsed();
@@ -162,6 +188,23 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`await_effect`] on each of `bases`, in turn; the delays.
+async fn await_everywhere(
+    api: &Api,
+    bases: &[String],
+    what: &str,
+    changed: Instant,
+    stale: &str,
+    want: &str,
+    probe: &Probe<'_>,
+) -> Vec<Duration> {
+    let mut delays = Vec::new();
+    for base in bases {
+        delays.push(await_effect(api, what, base, changed, stale, want, probe).await);
+    }
+    delays
 }
 
 /// Three replicas on one store, and the acme database as a datasource registered through the
@@ -232,14 +275,18 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
         .to_owned();
     let changed = Instant::now();
     let sql = "SELECT count(*) AS n FROM customers";
-    for base in c.others(1) {
-        delays.push(
-            await_effect("new datasource", &base, changed, "not_found", "ok", || {
-                api.query(&base, &owner, &app, sql)
-            })
-            .await,
-        );
-    }
+    delays.extend(
+        await_everywhere(
+            &api,
+            &c.others(1),
+            "new datasource",
+            changed,
+            "not_found",
+            "ok",
+            &query(&owner, &app, sql),
+        )
+        .await,
+    );
 
     // A user invited and given the app on A uses it on C; the share removed on A is refused on
     // B and C.
@@ -263,9 +310,15 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     )
     .await;
     let changed = Instant::now();
-    await_effect("new share", &cc, changed, "not_found", "ok", || {
-        api.query(&cc, &ana_token, &app, sql)
-    })
+    await_effect(
+        &api,
+        "new share",
+        &cc,
+        changed,
+        "not_found",
+        "ok",
+        &query(&ana_token, &app, sql),
+    )
     .await;
     api.ok(
         &a,
@@ -276,25 +329,30 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     )
     .await;
     let changed = Instant::now();
-    for base in c.others(0) {
-        delays.push(
-            await_effect("removed share", &base, changed, "ok", "not_found", || {
-                api.query(&base, &ana_token, &app, sql)
-            })
-            .await,
-        );
-    }
+    delays.extend(
+        await_everywhere(
+            &api,
+            &c.others(0),
+            "removed share",
+            changed,
+            "ok",
+            "not_found",
+            &query(&ana_token, &app, sql),
+        )
+        .await,
+    );
 
     // Demoted on C: ana's admin route is refused on A and B.
     let audit = "/v1/audit?limit=1";
     for base in [&a, &b] {
         await_effect(
+            &api,
             "admin before demotion",
             base,
             Instant::now(),
             "?",
             "ok",
-            || api.call(base, &ana_token, "GET", audit, None),
+            &get(&ana_token, audit),
         )
         .await;
     }
@@ -307,14 +365,18 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     )
     .await;
     let changed = Instant::now();
-    for base in c.others(2) {
-        delays.push(
-            await_effect("demotion", &base, changed, "ok", "forbidden", || {
-                api.call(&base, &ana_token, "GET", audit, None)
-            })
-            .await,
-        );
-    }
+    delays.extend(
+        await_everywhere(
+            &api,
+            &c.others(2),
+            "demotion",
+            changed,
+            "ok",
+            "forbidden",
+            &get(&ana_token, audit),
+        )
+        .await,
+    );
 
     // A token ana makes for herself on A, revoked by the owner on B, is refused on A and C.
     let minted = api
@@ -331,30 +393,30 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
         minted["token"].as_str().expect("token").to_owned(),
     );
     await_effect(
+        &api,
         "new token",
         &b,
         Instant::now(),
         "unauthenticated",
         "ok",
-        || api.call(&b, &second, "GET", "/v1/me", None),
+        &get(&second, "/v1/me"),
     )
     .await;
     api.ok(&b, &owner, "DELETE", &format!("/v1/tokens/{tid}"), None)
         .await;
     let changed = Instant::now();
-    for base in c.others(1) {
-        delays.push(
-            await_effect(
-                "revoked token",
-                &base,
-                changed,
-                "ok",
-                "unauthenticated",
-                || api.call(&base, &second, "GET", "/v1/me", None),
-            )
-            .await,
-        );
-    }
+    delays.extend(
+        await_everywhere(
+            &api,
+            &c.others(1),
+            "revoked token",
+            changed,
+            "ok",
+            "unauthenticated",
+            &get(&second, "/v1/me"),
+        )
+        .await,
+    );
 
     // A scope policy edited on C (customers denied) is enforced on A and B.
     api.ok(
@@ -366,19 +428,18 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     )
     .await;
     let changed = Instant::now();
-    for base in c.others(2) {
-        delays.push(
-            await_effect(
-                "edited policy",
-                &base,
-                changed,
-                "ok",
-                "table_not_allowed",
-                || api.query(&base, &owner, &app, sql),
-            )
-            .await,
-        );
-    }
+    delays.extend(
+        await_everywhere(
+            &api,
+            &c.others(2),
+            "edited policy",
+            changed,
+            "ok",
+            "table_not_allowed",
+            &query(&owner, &app, sql),
+        )
+        .await,
+    );
     api.ok(
         &cc,
         &owner,
@@ -389,12 +450,13 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     .await;
     for base in c.others(2) {
         await_effect(
+            &api,
             "restored policy",
             &base,
             Instant::now(),
             "table_not_allowed",
             "ok",
-            || api.query(&base, &owner, &app, sql),
+            &query(&owner, &app, sql),
         )
         .await;
     }
@@ -409,19 +471,18 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     )
     .await;
     let changed = Instant::now();
-    for base in c.others(0) {
-        delays.push(
-            await_effect(
-                "integration off",
-                &base,
-                changed,
-                "ok",
-                "integration_disabled",
-                || api.query(&base, &owner, &app, sql),
-            )
-            .await,
-        );
-    }
+    delays.extend(
+        await_everywhere(
+            &api,
+            &c.others(0),
+            "integration off",
+            changed,
+            "ok",
+            "integration_disabled",
+            &query(&owner, &app, sql),
+        )
+        .await,
+    );
     api.ok(
         &a,
         &owner,
@@ -432,12 +493,13 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     .await;
     for base in c.others(0) {
         await_effect(
+            &api,
             "integration on",
             &base,
             Instant::now(),
             "integration_disabled",
             "ok",
-            || api.query(&base, &owner, &app, sql),
+            &query(&owner, &app, sql),
         )
         .await;
     }
@@ -453,19 +515,18 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     .await;
     let changed = Instant::now();
     let detached = outcome_after_detach(&api, &b, &owner, &app, sql).await;
-    for base in c.others(1) {
-        delays.push(
-            await_effect(
-                "detached datasource",
-                &base,
-                changed,
-                "ok",
-                &detached,
-                || api.query(&base, &owner, &app, sql),
-            )
-            .await,
-        );
-    }
+    delays.extend(
+        await_everywhere(
+            &api,
+            &c.others(1),
+            "detached datasource",
+            changed,
+            "ok",
+            &detached,
+            &query(&owner, &app, sql),
+        )
+        .await,
+    );
     api.ok(
         &b,
         &owner,
@@ -476,12 +537,13 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     .await;
     for base in c.others(1) {
         await_effect(
+            &api,
             "attached again",
             &base,
             Instant::now(),
             &detached,
             "ok",
-            || api.query(&base, &owner, &app, sql),
+            &query(&owner, &app, sql),
         )
         .await;
     }
@@ -495,14 +557,18 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
     .await;
     let changed = Instant::now();
     let deleted = outcome_after_detach(&api, &cc, &owner, &app, sql).await;
-    for base in c.others(2) {
-        delays.push(
-            await_effect("deleted datasource", &base, changed, "ok", &deleted, || {
-                api.query(&base, &owner, &app, sql)
-            })
-            .await,
-        );
-    }
+    delays.extend(
+        await_everywhere(
+            &api,
+            &c.others(2),
+            "deleted datasource",
+            changed,
+            "ok",
+            &deleted,
+            &query(&owner, &app, sql),
+        )
+        .await,
+    );
     eprintln!(
         "propagation delays (ms, measured from the change's answer): {:?}",
         delays.iter().map(Duration::as_millis).collect::<Vec<_>>()
@@ -651,12 +717,13 @@ async fn killing_a_replica_under_load_loses_no_answer_and_no_record() {
     for i in 0..3 {
         let base = c.base(i);
         await_effect(
+            &api,
             "app known",
             &base,
             Instant::now(),
             "not_found",
             "ok",
-            || api.query(&base, &c.owner, &app, "SELECT 1"),
+            &query(&c.owner, &app, "SELECT 1"),
         )
         .await;
     }
@@ -749,9 +816,15 @@ async fn losing_the_store_answers_503_then_recovers_without_restart() {
         .expect("app id")
         .to_owned();
     for base in &bases {
-        await_effect("app known", base, Instant::now(), "not_found", "ok", || {
-            api.query(base, &owner, &app, "SELECT 1")
-        })
+        await_effect(
+            &api,
+            "app known",
+            base,
+            Instant::now(),
+            "not_found",
+            "ok",
+            &query(&owner, &app, "SELECT 1"),
+        )
         .await;
     }
 
@@ -764,9 +837,15 @@ async fn losing_the_store_answers_503_then_recovers_without_restart() {
     pg.stop_server("immediate");
     let down = Instant::now();
     for base in &bases {
-        await_effect("store down", base, down, "ok", "unavailable", || {
-            api.query(base, &owner, &app, "SELECT 1")
-        })
+        await_effect(
+            &api,
+            "store down",
+            base,
+            down,
+            "ok",
+            "unavailable",
+            &query(&owner, &app, "SELECT 1"),
+        )
         .await;
         let ready = api
             .http
@@ -781,12 +860,13 @@ async fn losing_the_store_answers_503_then_recovers_without_restart() {
         );
         // Admin reads are served from memory only within the staleness bound.
         await_effect(
+            &api,
             "admin read, store down",
             base,
             down,
             "ok",
             "unavailable",
-            || api.call(base, &owner, "GET", "/v1/apps", None),
+            &get(&owner, "/v1/apps"),
         )
         .await;
         let (s, v) = api
@@ -811,9 +891,15 @@ async fn losing_the_store_answers_503_then_recovers_without_restart() {
     tokio::task::block_in_place(|| pg_ref.start_server());
     let up = Instant::now();
     for base in &bases {
-        await_effect("store back", base, up, "unavailable", "ok", || {
-            api.query(base, &owner, &app, "SELECT 1")
-        })
+        await_effect(
+            &api,
+            "store back",
+            base,
+            up,
+            "unavailable",
+            "ok",
+            &query(&owner, &app, "SELECT 1"),
+        )
         .await;
         let ready = api
             .http
@@ -877,12 +963,13 @@ async fn two_replicas_starting_together_on_an_empty_store_both_serve() {
             .expect("readyz");
         assert_eq!(ready.status().as_u16(), 200, "{}", r.process.log_text());
         await_effect(
+            &api,
             "company made by the CLI",
             r.base(),
             Instant::now(),
             "unauthenticated",
             "ok",
-            || api.call(r.base(), &owner, "GET", "/v1/me", None),
+            &get(&owner, "/v1/me"),
         )
         .await;
     }
