@@ -44,7 +44,9 @@ def lookup_app(gw):
 
 
 def cost():
-    env = {"SLUICE_POOLS__IDLE_TIMEOUT_SECS": "60", "SLUICE_MASTER_KEY": KEY}
+    # Pools close between runs (as bench/run does): two gateways' pools of 64 at once would
+    # pass the local server's max_connections.
+    env = {"SLUICE_POOLS__IDLE_TIMEOUT_SECS": "1", "SLUICE_MASTER_KEY": KEY}
     gws = {"sqlite": R.Gateway("sqlite-store", env),
            "postgres": R.Gateway("pg-store", env, store_url=store_url())}
     try:
@@ -60,6 +62,7 @@ def cost():
                     if r["failed"]:
                         raise RuntimeError(f"{name} x{c}: {r['errors']}")
                     runs[(name, c)].append(r)
+                    gws[name].wait_pools_closed()
                     R.log(f"  round {rnd} {name:8} c={c:<3} {r['rps']:8.0f} rps p50 "
                           f"{r['p50_ms']:.3f} p99 {r['p99_ms']:.3f} cpu {r['cpu_us']:.0f} us/req")
         return runs
