@@ -639,9 +639,6 @@ def part_wire(results):
             url = R.direct_url(kind)
             u = urllib.parse.urlparse(url)
             url = url.replace(f"@{u.hostname}:{u.port}", f"@127.0.0.1:{relays[kind].port}")
-            if kind == "mysql":
-                # mysql_async otherwise reconnects to the server's Unix socket, past the relay.
-                url += "?prefer_socket=false"
             for c in CLIENTS:
                 c0 = relays[kind].wire.snapshot()
                 # No warm-up: every request is counted (connections and prepares included).
