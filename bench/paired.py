@@ -9,7 +9,8 @@ runs it), and B ÷ A. Pools close between runs so the two never hold the databas
 at once.
 
 Needs what bench/run needs (the direct baseline for the fixture setup, wrk, local PostgreSQL and
-MariaDB). Environment: as bench/run.py, plus PAIRED_A, PAIRED_B (binaries), PAIRED_CLIENTS
+MariaDB). Environment: as bench/run.py, plus PAIRED_A, PAIRED_B (binaries), PAIRED_A_ENV and
+PAIRED_B_ENV (extra environment, `K=V,K=V`), PAIRED_CLIENTS
 (default 1,64), PAIRED_ROUNDS (default 3), PAIRED_KINDS (default postgres).
 """
 import os
@@ -23,6 +24,9 @@ CLIENTS = [int(c) for c in os.environ.get("PAIRED_CLIENTS", "1,64").split(",")]
 ROUNDS = int(os.environ.get("PAIRED_ROUNDS", "3"))
 KINDS = os.environ.get("PAIRED_KINDS", "postgres").split(",")
 BINS = {"A": os.environ.get("PAIRED_A", ""), "B": os.environ.get("PAIRED_B", "")}
+# Extra environment per side, `K=V,K=V` (e.g. the same binary with TOKIO_WORKER_THREADS=1).
+ENVS = {n: dict(kv.split("=", 1) for kv in os.environ.get(f"PAIRED_{n}_ENV", "").split(",") if kv)
+        for n in BINS}
 
 
 def datasource(gw, kind):
@@ -54,7 +58,8 @@ def main():
     try:
         for name, path in BINS.items():
             R.BIN = path
-            gws[name] = R.Gateway(f"paired-{name}", {"SLUICE_POOLS__IDLE_TIMEOUT_SECS": "1"})
+            gws[name] = R.Gateway(f"paired-{name}",
+                                  {"SLUICE_POOLS__IDLE_TIMEOUT_SECS": "1", **ENVS[name]})
             for kind in KINDS:
                 gws[name].enable(kind)
                 ds = datasource(gws[name], kind)
@@ -78,7 +83,7 @@ def main():
             gw.stop()
     print()
     print(f"Machine: {R.machine()}")
-    print(f"A = {BINS['A']}, B = {BINS['B']}; {ROUNDS} rounds of {R.SECS} s (after {R.WARMUP} s "
+    print(f"A = {BINS['A']} {ENVS['A'] or ''}, B = {BINS['B']} {ENVS['B'] or ''}; {ROUNDS} rounds of {R.SECS} s (after {R.WARMUP} s "
           "warm-up), alternated; medians of the rounds.")
     print()
     print("| kind | clients | build | req/s | p50 ms | p99 ms | CPU µs/req | B ÷ A req/s | B ÷ A CPU |")
