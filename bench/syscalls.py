@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as R  # noqa: E402
+import paired  # noqa: E402
 
 CLIENTS = [int(c) for c in os.environ.get("SYSCALL_CLIENTS", "1,64").split(",")]
 SECS = int(os.environ.get("SYSCALL_SECS", "5"))
@@ -43,7 +44,8 @@ def main():
         gw = R.Gateway("syscalls", {"SLUICE_POOLS__IDLE_TIMEOUT_SECS": "600"})
         try:
             gw.enable("postgres")
-            ds = gw.datasource("acme-postgres", "postgres", {"max_rows": 1000})
+            # Also registers on builds from before TLS to databases (paired.datasource).
+            ds = paired.datasource(gw, "postgres")
             app = gw.app("bench-postgres", [ds])
             sql, lo, hi = R.QUERIES["postgres"]["pk"]
             print("| clients | requests | syscalls per request | by call (per request) |")
