@@ -414,6 +414,13 @@ impl Runner<'_> {
                 let shown: String = c.sql.chars().take(160).collect();
                 let message = if rows_differ {
                     format!("rows {} instead of {:?}", v["rows"], c.rows)
+                } else if status == 200 {
+                    // What came back, and when: tells a statement cut short apart from one
+                    // that ran its course.
+                    format!(
+                        "rows {} elapsed_ms {} after {took:?}",
+                        v["rows"], v["elapsed_ms"]
+                    )
                 } else {
                     v["error"]["message"].as_str().unwrap_or("").to_owned()
                 };
