@@ -130,12 +130,17 @@ impl ThrowawayMariadbBuilder {
                 .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
         // Settings both the bootstrap and the server must agree on, and what keeps them quick.
+        // Its own temporary directory too: in the shared /tmp a bootstrap's internal temporary
+        // table was once gone before it could drop it ("Could not remove temporary table …
+        // error 2", then "Unknown table 'mysql.tmp_user_sys'") while other tests ran.
+        let tmpdir = format!("--tmpdir={}", dir.path().display());
         let small = [
             "--innodb-buffer-pool-size=8M",
             "--innodb-log-file-size=4M",
             "--innodb-flush-log-at-trx-commit=0",
             "--innodb-doublewrite=0",
             "--skip-name-resolve",
+            tmpdir.as_str(),
         ];
         let root = is_root();
         let install = install_db();
