@@ -1,6 +1,8 @@
 //! End to end: the real `sluice` binary on a random port with a fresh data directory, driven only
 //! over HTTP and the CLI as a real client would, then restarted on the same data directory.
 
+mod support;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -117,29 +119,11 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let text = res.text().await.expect("body");
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
+        support::client::call(&self.http, &self.base, token, method, path, body).await
     }
 
     async fn ok(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(token, method, path, body).await;
-        assert!((200..300).contains(&s), "{method} {path} -> {s} {v}");
-        v
+        support::client::ok(&self.http, &self.base, token, method, path, body).await
     }
 }
 
