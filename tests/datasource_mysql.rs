@@ -502,6 +502,55 @@ async fn a_statement_past_its_timeout_is_cancelled_and_leaves_nothing_running() 
     }
 }
 
+/// MariaDB's own `max_statement_time` (set to the statement's timeout) ends some functions with a
+/// value instead of an error: `BENCHMARK()` returns 0, `SLEEP()` 1. When the server's limit fires
+/// before the gateway's timer is seen to (tokio rounds timers up to its millisecond tick, and the
+/// server's limit starts only a fraction of a millisecond later), that value arrives as if the
+/// statement had finished. Whatever ends at or after the deadline is a timeout, never an answer.
+#[tokio::test]
+async fn a_statement_cut_short_by_the_servers_own_limit_is_a_timeout_not_an_answer() {
+    let f = Fixture::new().await;
+    let pool = f.pool(2).await;
+    let mut answered = Vec::new();
+    for _ in 0..40 {
+        for paced_by_client in [true, false] {
+            for sql in [SPIN, "SELECT SLEEP(10)"] {
+                // A statement with the same timeout first, so the connection is ready for the
+                // next (its setup ran after the answer) and the server starts at once: the race.
+                // (On a loaded machine the warm-up may time out itself: then no race this time.)
+                let mut warm = query("SELECT 1");
+                warm.timeout = Duration::from_millis(30);
+                if let Ok(exec) = pool.execute(warm).await {
+                    rows_of(exec).for_each(|_| async {}).await;
+                }
+                let mut req = query(sql);
+                req.timeout = Duration::from_millis(30);
+                req.paced_by_client = paced_by_client;
+                match pool.execute(req).await {
+                    Err(ExecError::Timeout(_)) => {}
+                    Err(e) => panic!("{sql}: expected a timeout, got {e:?}"),
+                    Ok(exec) => {
+                        let mut stream = rows_of(exec);
+                        let mut items = Vec::new();
+                        while let Some(r) = stream.next().await {
+                            items.push(r.map(|b| String::from_utf8_lossy(&b).into_owned()));
+                        }
+                        if !matches!(items.last(), Some(Err(ExecError::Timeout(_)))) {
+                            answered.push(format!("{sql} (paced {paced_by_client}): {items:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        answered.is_empty(),
+        "{} of 160 statements stopped by the server's limit were answered as complete: {answered:#?}",
+        answered.len()
+    );
+    f.assert_nothing_running_soon().await;
+}
+
 #[tokio::test]
 async fn the_client_deadline_covers_streaming_too() {
     let f = Fixture::new().await;

@@ -200,6 +200,9 @@ impl Job {
                 Ok(Err(e)) => return self.fail_midway(pc, id, e, largest).await,
                 Err(stop) => return self.abort(pc, stop).await,
             };
+            if self.past_deadline() {
+                return self.ended_past_deadline(pc, largest).await;
+            }
             if let Err(e) = self.finish(&mut pc).await {
                 return self.fail_discard(pc, id, e).await;
             }
@@ -305,12 +308,52 @@ impl Job {
             Ok(Err(e)) => return self.fail_midway(pc, id, e, largest).await,
             Err(stop) => return self.abort(pc, stop).await,
         }
+        if self.past_deadline() {
+            return self.ended_past_deadline(pc, largest).await;
+        }
         if let Err(e) = self.finish(&mut pc).await {
             return self.fail_discard(pc, id, e).await;
         }
         // The stream ends here for the consumer; the reset or the next setup happens after.
         self.close_stream();
         self.release(pc, largest).await;
+    }
+
+    /// Whether the statement's results ended at or after its deadline. The server's own limit
+    /// (`max_statement_time`, the same length, started a moment after our deadline) ends some
+    /// functions with a value rather than an error (`BENCHMARK()` answers 0), and it can fire
+    /// before our timer is seen to (tokio rounds a timer up to its millisecond tick): results
+    /// complete in form may be cut short in fact.
+    fn past_deadline(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Results that ended past the deadline are a timeout, never an answer: the error goes to
+    /// the caller (after any rows already streamed), the transaction is not committed, and the
+    /// connection goes back reset (which rolls a write back), the statement itself being over.
+    async fn ended_past_deadline(&mut self, pc: PooledConn, largest_row: usize) {
+        let e = ExecError::Timeout(self.req.timeout);
+        self.report_and_release(e, pc, true, largest_row).await;
+    }
+
+    /// Reports `e` while the connection, its statement over, goes back to the pool (`reset`
+    /// first when asked), unless it read a row large enough to have grown its buffer.
+    async fn report_and_release(
+        &mut self,
+        e: ExecError,
+        pc: PooledConn,
+        reset: bool,
+        largest_row: usize,
+    ) {
+        let next = self.req.read_only.then_some(self.req.timeout);
+        let settle = async move {
+            if largest_row > GROWN_ROW {
+                // Dropped, so discarded: its grown buffer goes with it.
+                return;
+            }
+            pc.release(reset, next).await;
+        };
+        self.report_while(Some(e), settle).await;
     }
 
     /// Whether the connection's session is reset (`COM_RESET_CONNECTION`) before it goes back to
@@ -417,18 +460,8 @@ impl Job {
         if !ended {
             return self.fail_discard(pc, id, e).await;
         }
-        let (reset, next) = (
-            self.reset_after(),
-            self.req.read_only.then_some(self.req.timeout),
-        );
-        let settle = async move {
-            if largest_row > GROWN_ROW {
-                // Dropped, so discarded: its grown buffer goes with it.
-                return;
-            }
-            pc.release(reset, next).await;
-        };
-        self.report_while(Some(e), settle).await;
+        let reset = self.reset_after();
+        self.report_and_release(e, pc, reset, largest_row).await;
     }
 
     /// An error mid-statement: stop it on the server, report, and keep the slot until the server
