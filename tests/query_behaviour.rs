@@ -627,6 +627,65 @@ async fn every_attempt_is_audited_and_counted_in_the_metrics() {
     pg.gw.stop().await;
 }
 
+/// `sluice_audit_inline_commits_total`: audit records a query committed on its own thread.
+fn inline_commits(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_audit_inline_commits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no inline commit counter in\n{metrics}"))
+}
+
+/// A query alone in the gateway commits its own audit record (sparing the writer thread's two
+/// wake-ups); one that is not alone leaves it to the writer's next batch, also a refused
+/// statement, which never holds a concurrency permit: counting permits took every refusal for
+/// alone, and under a load of refusals the runtime's threads committed one record each in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_query_alone_commits_its_own_audit_record() {
+    let pg = pg_world(json!({"max_rows": 1_000_000})).await;
+    let before = inline_commits(&pg.gw.metrics().await);
+    for _ in 0..3 {
+        pg.refused(json!({"sql": "SELEC 1"}), 400).await;
+    }
+    let alone = inline_commits(&pg.gw.metrics().await) - before;
+    // (A commit the writer thread happened to hold the connection for goes to the writer.)
+    assert!(alone >= 1, "no refusal alone committed its own record");
+
+    // A stream left open: its attempt runs (and holds a permit) until it ends.
+    let res = pg
+        .gw
+        .request(&pg.gw.owner, "POST", &format!("/v1/apps/{}/query", pg.app))
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"sql": "SELECT generate_series(1, 100000000) AS g"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+    let mut stream = res.bytes_stream();
+    stream.next().await.expect("a first chunk").expect("chunk");
+    let before = inline_commits(&pg.gw.metrics().await);
+    for _ in 0..3 {
+        pg.refused(json!({"sql": "SELEC 1"}), 400).await;
+        pg.refused(json!({"sql": "DELETE FROM customers"}), 403)
+            .await;
+    }
+    let beside_a_stream = inline_commits(&pg.gw.metrics().await) - before;
+    assert_eq!(
+        beside_a_stream, 0,
+        "refusals answered while a stream ran committed their own records"
+    );
+    assert_eq!(
+        pg.gw
+            .audit(&pg.gw.owner, "action=query&outcome=denied")
+            .await
+            .len(),
+        9,
+        "every refusal is audited"
+    );
+    drop(stream);
+    pg.gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_goes_away_mid_stream_stops_the_statement_and_is_audited() {
     let pg = pg_world(json!({"max_rows": 1_000_000})).await;

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -29,7 +30,31 @@ pub(super) struct Attempt {
     pub started: Instant,
     /// The datasource kind, once known (`-` before).
     pub kind: &'static str,
-    pub shared: Arc<Shared>,
+    pub shared: Counted,
+}
+
+/// The service's shared parts, held by one attempt: counted in [`Shared::attempts`] from the
+/// attempt's start until it is dropped (after its audit record is committed, or abandoned).
+pub(super) struct Counted(Arc<Shared>);
+
+impl Counted {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        shared.attempts.fetch_add(1, Ordering::Relaxed);
+        Counted(shared)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.attempts.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Counted {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// How an attempt ended.
@@ -90,12 +115,13 @@ impl Attempt {
         self.rec.row_count = rows;
         let label = code.map_or("ok", Code::as_str);
         self.shared.metrics.query(label, self.kind, seconds);
-        // This request's own permit counts in flight, so at most one means no other query is
-        // running to share the writer's next batch: the record may then be committed here
-        // instead of on the writer thread (see `AuditWriter::record_hinted`). A request refused
-        // before it took a permit also counts one other query as alone; at worst two records
-        // then commit one by one instead of together.
-        let alone = self.shared.limits.in_flight() <= 1;
+        // This attempt counts itself, so at most one means no other query, answered or
+        // refused, is on its way to share the writer's next batch: the record may then be
+        // committed here instead of on the writer thread (see `AuditWriter::record_hinted`).
+        // (Counting the concurrency permits instead took every refused statement, which never
+        // holds one, for alone: under a load of refusals the runtime's threads committed
+        // records one by one, contending for the writer's connection.)
+        let alone = self.shared.attempts.load(Ordering::Relaxed) <= 1;
         self.shared
             .audit
             .record_hinted(self.rec, alone)

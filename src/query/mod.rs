@@ -17,6 +17,7 @@ pub use error::QueryError;
 pub use schema::{AppDatasource, AppSchema};
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -33,7 +34,7 @@ use crate::permission::{self, Decision};
 use crate::policy::StatementClass;
 use crate::policy::cache::PolicyCache;
 use crate::store::{App, CompanyView, Datasource};
-use answer::{Attempt, End};
+use answer::{Attempt, Counted, End};
 
 /// Where a request came in; recorded in its audit record when it is not the HTTP route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,9 @@ pub(crate) struct Shared {
     pub audit: Arc<AuditWriter>,
     pub metrics: Arc<Metrics>,
     pub limits: Limiters,
+    /// Query attempts begun and not yet done with (their audit records not yet committed),
+    /// whether or not they hold a concurrency permit ([`answer::Counted`]).
+    pub attempts: AtomicUsize,
 }
 
 pub struct QueryService {
@@ -94,6 +98,7 @@ impl QueryService {
                 audit,
                 metrics,
                 limits,
+                attempts: AtomicUsize::new(0),
             }),
             policy_cache,
             max_sql_bytes,
@@ -131,7 +136,7 @@ impl QueryService {
             rec,
             started: Instant::now(),
             kind: "-",
-            shared: self.shared.clone(),
+            shared: Counted::new(self.shared.clone()),
         }));
         let ran = self.run_inner(&ctx, request, pending.attempt()).await;
         let attempt = pending.answered();
