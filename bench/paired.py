@@ -11,7 +11,8 @@ at once.
 Needs what bench/run needs (the direct baseline for the fixture setup, wrk, local PostgreSQL and
 MariaDB). Environment: as bench/run.py, plus PAIRED_A, PAIRED_B (binaries), PAIRED_A_ENV and
 PAIRED_B_ENV (extra environment, `K=V,K=V`), PAIRED_CLIENTS
-(default 1,64), PAIRED_ROUNDS (default 3), PAIRED_KINDS (default postgres).
+(default 1,64), PAIRED_ROUNDS (default 3), PAIRED_KINDS (default postgres), PAIRED_QUERY (`pk`,
+default, or `refused`: `SELEC 1`, refused by the policy and audited, no database).
 """
 import os
 import statistics
@@ -23,6 +24,7 @@ import run as R  # noqa: E402
 CLIENTS = [int(c) for c in os.environ.get("PAIRED_CLIENTS", "1,64").split(",")]
 ROUNDS = int(os.environ.get("PAIRED_ROUNDS", "3"))
 KINDS = os.environ.get("PAIRED_KINDS", "postgres").split(",")
+QUERY = os.environ.get("PAIRED_QUERY", "pk")
 BINS = {"A": os.environ.get("PAIRED_A", ""), "B": os.environ.get("PAIRED_B", "")}
 # Extra environment per side, `K=V,K=V` (e.g. the same binary with TOKIO_WORKER_THREADS=1).
 ENVS = {n: dict(kv.split("=", 1) for kv in os.environ.get(f"PAIRED_{n}_ENV", "").split(",") if kv)
@@ -44,6 +46,23 @@ def datasource(gw, kind):
                            "database": R.DATABASE, "user": R.ANALYST, "password": R.ANALYST_PW},
             "policy": {"max_rows": 1000}, "pool": {"max_size": 64}}
     return gw.ok("POST", "/v1/datasources", body)["id"]
+
+
+def one_run(gw, app, kind, clients):
+    """One measured wrk run of PAIRED_QUERY (after its warm-up), checked: every PK lookup
+    answered 200, every refused statement 400."""
+    if QUERY == "pk":
+        r = R.gateway_run(gw, app, kind, "pk", clients)
+        if r["failed"]:
+            raise RuntimeError(f"{kind} x{clients}: {r['errors']}")
+        return r
+    _, lo, hi = R.QUERIES[kind]["pk"]
+    if R.WARMUP:
+        R.wrk(gw, app, "SELEC 1", lo, hi, clients, R.WARMUP)
+    r = R.wrk(gw, app, "SELEC 1", lo, hi, clients, R.SECS)
+    if r["failed"] != r["errors"]["status"] or r["errors"]["status"] < r["requests"]:
+        raise RuntimeError(f"refused x{clients}: {r['errors']} of {r['requests']}")
+    return r
 
 
 def main():
@@ -71,9 +90,7 @@ def main():
                     order = ["A", "B"] if rnd % 2 == 0 else ["B", "A"]
                     for name in order:
                         R.wait_db_quiet(kind)
-                        r = R.gateway_run(gws[name], apps[(name, kind)], kind, "pk", c)
-                        if r["failed"]:
-                            raise RuntimeError(f"{name} {kind} x{c}: {r['errors']}")
+                        r = one_run(gws[name], apps[(name, kind)], kind, c)
                         gws[name].wait_pools_closed()
                         runs.setdefault((kind, c, name), []).append(r)
                         R.log(f"  round {rnd} {kind:8} c={c:<3} {name} {r['rps']:8.0f} rps p50 "
@@ -83,7 +100,7 @@ def main():
             gw.stop()
     print()
     print(f"Machine: {R.machine()}")
-    print(f"A = {BINS['A']} {ENVS['A'] or ''}, B = {BINS['B']} {ENVS['B'] or ''}; {ROUNDS} rounds of {R.SECS} s (after {R.WARMUP} s "
+    print(f"Query: {QUERY}. A = {BINS['A']} {ENVS['A'] or ''}, B = {BINS['B']} {ENVS['B'] or ''}; {ROUNDS} rounds of {R.SECS} s (after {R.WARMUP} s "
           "warm-up), alternated; medians of the rounds.")
     print()
     print("| kind | clients | build | req/s | p50 ms | p99 ms | CPU µs/req | B ÷ A req/s | B ÷ A CPU |")
