@@ -21,10 +21,14 @@ Environment: MYSETUP_REQUESTS (default 20000), MYSETUP_ROUNDS (default 3).
 """
 import os
 import statistics
+import sys
 import time
 
 import pymysql
 from pymysql.constants import CLIENT
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as R  # noqa: E402
 
 REQUESTS = int(os.environ.get("MYSETUP_REQUESTS", "20000"))
 ROUNDS = int(os.environ.get("MYSETUP_ROUNDS", "3"))
@@ -52,23 +56,6 @@ AFTER = {
 }
 
 
-def server_ticks():
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if stat[stat.index("(") + 1:stat.rindex(")")] not in ("mariadbd", "mysqld"):
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])
-    return total
-
-
 def connect():
     return pymysql.connect(host="127.0.0.1", user="root", password="", database=DB,
                            client_flag=CLIENT.MULTI_STATEMENTS, autocommit=True)
@@ -80,7 +67,7 @@ def run(after):
     cur.execute(f"{SET}; START TRANSACTION READ ONLY")
     while cur.nextset():
         pass
-    before = server_ticks()
+    before = R.db_cpu_all_secs("mysql")
     start = time.perf_counter()
     for i in range(REQUESTS):
         cur.execute("SELECT balance FROM accounts WHERE id = %s", (i % 100000 + 1,))
@@ -89,9 +76,9 @@ def run(after):
         while cur.nextset():
             pass
     elapsed = time.perf_counter() - start
-    ticks = server_ticks() - before
+    cpu = R.db_cpu_all_secs("mysql") - before
     conn.close()
-    return REQUESTS / elapsed, ticks / os.sysconf("SC_CLK_TCK") / REQUESTS * 1e6
+    return REQUESTS / elapsed, cpu / REQUESTS * 1e6
 
 
 def main():

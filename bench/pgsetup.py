@@ -24,8 +24,12 @@ PGSETUP_SECS (default 6), PGSETUP_ROUNDS (default 3).
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as R  # noqa: E402
 
 CLIENTS = [int(c) for c in os.environ.get("PGSETUP_CLIENTS", "1,16").split(",")]
 SECS = int(os.environ.get("PGSETUP_SECS", "6"))
@@ -73,45 +77,24 @@ VARIANTS = {
 }
 
 
-def pg_cpu_ticks():
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        if not name.startswith("postgres"):
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        # utime, stime, and the reaped children's (backends that exited during the run are
-        # counted in the postmaster's cutime and cstime).
-        total += sum(int(x) for x in fields[11:15])
-    return total
-
-
 def run(script, clients):
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script)
         path = f.name
     time.sleep(0.5)
-    before = pg_cpu_ticks()
+    before = R.db_cpu_all_secs("postgres")
     out = subprocess.run(["pgbench", *PG, "-n", "-M", "prepared", "-c", str(clients),
                           "-j", str(min(clients, 2)), "-T", str(SECS), "-f", path, DB],
                          check=True, capture_output=True, text=True).stdout
     # The backends exit when pgbench disconnects; their time counts once the postmaster reaped
     # them.
     time.sleep(0.5)
-    after = pg_cpu_ticks()
+    after = R.db_cpu_all_secs("postgres")
     os.unlink(path)
     tx = int(next(line for line in out.splitlines()
                   if line.startswith("number of transactions actually processed"))
              .split(":")[1].split("/")[0])
-    hz = os.sysconf("SC_CLK_TCK")
-    return tx / SECS, (after - before) / hz / tx * 1e6
+    return tx / SECS, (after - before) / tx * 1e6
 
 
 def main():

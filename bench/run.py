@@ -179,6 +179,28 @@ def db_cpu_secs(kind):
     return total
 
 
+def db_cpu_all_secs(kind):
+    """CPU time of the database server so far, in one sum that also keeps what processes that
+    have exited spent: every server process's own time plus its reaped children's (a PostgreSQL
+    backend's, once it exits, is in the postmaster's). For a load whose connections close at its
+    end (pgbench); read it once the backends are gone."""
+    names = ("postgres",) if kind == "postgres" else ("mariadbd", "mysqld")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() not in names:
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total / CLK_TCK
+
+
 def db_cpu_delta(before, after):
     """The database CPU spent between two `db_cpu_secs` samples. A backend that exited in
     between (say a pool closing its idle connections) is left out rather than subtracted, which
