@@ -316,3 +316,46 @@ async fn scope_fields_that_only_postgres_has_are_refused_elsewhere_and_bad_value
     }
     gw.stop().await;
 }
+
+/// A built-in off the list that the admin allowed is as opaque as a user function: a setting it
+/// leaves in the session (here a custom one, as a row-level security policy would read) is gone
+/// before the next request on the same pooled connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_left_by_an_admin_allowed_built_in_never_reaches_the_next_request() {
+    let w = world("SELECT 1").await;
+    let (host, port) = pg_server();
+    let ds =
+        w.gw.datasource(
+            &w.gw.owner,
+            json!({
+                "name": "tenant", "kind": "postgres",
+                "connection": {"host": host, "port": port, "database": w.db.name,
+                               "user": w.role, "password": PASSWORD,
+                               "tls": {"mode": "disable"}},
+                "policy": {"extra_functions": ["set_config", "current_setting", "pg_backend_pid"]},
+                "pool": {"max_size": 1},
+            }),
+        )
+        .await;
+    let app = w.gw.app(&w.gw.owner, "tenant", &[&ds]).await;
+    let backend = w.rows(&app, "SELECT pg_backend_pid()").await;
+    assert_eq!(
+        w.rows(&app, "SELECT set_config('app.tenant', 'acme', false)")
+            .await,
+        json!([["acme"]])
+    );
+    let left = w
+        .rows(&app, "SELECT current_setting('app.tenant', true)")
+        .await;
+    assert_ne!(
+        left,
+        json!([["acme"]]),
+        "the setting reached the next request"
+    );
+    assert_eq!(
+        w.rows(&app, "SELECT pg_backend_pid()").await,
+        backend,
+        "all on one connection (pool of one)"
+    );
+    w.gw.stop().await;
+}

@@ -770,6 +770,16 @@ fn an_allowed_name_for_a_built_in_not_on_the_list_calls_the_built_in() {
     let s = scope(|s| s.extra_functions = vec!["current_setting".into()]);
     let c = ok(PG, &cat, "SELECT current_setting('TimeZone')", &s);
     assert_eq!(c.sql, "SELECT current_setting('TimeZone')");
+    // Off the list, the policy cannot tell a harmless built-in from one that changes the session
+    // (`set_config`, below): both count as user code, so the driver resets the session after.
+    assert!(c.calls_user_functions);
+    cat.builtin_functions.insert("set_config".into());
+    let s = scope(|s| s.extra_functions = vec!["set_config".into()]);
+    let c = ok(PG, &cat, "SELECT set_config('app.tenant', 'x', false)", &s);
+    assert_eq!(c.functions, vec!["set_config"]);
+    assert!(c.calls_user_functions, "the session may change under it");
+    // Built-ins on the list stay session-neutral, whatever else the scope allows.
+    let c = ok(PG, &cat, "SELECT lower('A'), upper('b')", &s);
     assert!(!c.calls_user_functions);
     // A user function of the admin's list is sent with its schema.
     let s = scope(|s| s.extra_functions = vec!["lib.score".into()]);

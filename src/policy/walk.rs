@@ -501,7 +501,8 @@ impl Walker<'_> {
             _ => false,
         };
         if builtin_call {
-            let listed = functions::is_builtin(w.kind, &base)
+            let on_list = functions::is_builtin(w.kind, &base);
+            let listed = on_list
                 || (self.extra_builtin(&base)
                     && functions::is_server_builtin(w.kind, w.catalog, &base));
             if listed {
@@ -517,7 +518,10 @@ impl Walker<'_> {
                 {
                     return planted_refusal("function", &base, &schema);
                 }
-                self.record_function(base, false);
+                // A built-in off the list, allowed by the admin, is as opaque to the policy as
+                // a user function: `set_config` can leave any setting (a custom one an RLS
+                // policy reads, say) in the session for the next caller.
+                self.record_function(base, !on_list);
                 return ControlFlow::Continue(());
             }
         }
