@@ -161,31 +161,10 @@ class RssSampler:
         return self.max_kib
 
 
-def db_cpu_secs(kind):
-    """CPU time of the database server so far, per process: every postgres process (backends
-    included), or the one mariadbd. Subtract two samples with `db_cpu_delta`."""
+def db_stat_fields(kind):
+    """`(pid, /proc/PID/stat fields after the name)` of every database server process: every
+    postgres process (backends included), or the one mariadbd."""
     names = ("postgres",) if kind == "postgres" else ("mariadbd", "mysqld")
-    total = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() not in names:
-                    continue
-            total[pid] = proc_cpu_secs(pid)
-        except OSError:
-            continue
-    return total
-
-
-def db_cpu_all_secs(kind):
-    """CPU time of the database server so far, in one sum that also keeps what processes that
-    have exited spent: every server process's own time plus its reaped children's (a PostgreSQL
-    backend's, once it exits, is in the postmaster's). For a load whose connections close at its
-    end (pgbench); read it once the backends are gone."""
-    names = ("postgres",) if kind == "postgres" else ("mariadbd", "mysqld")
-    total = 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -194,11 +173,23 @@ def db_cpu_all_secs(kind):
                 if f.read().strip() not in names:
                     continue
             with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                yield pid, f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(x) for x in fields[11:15])
-    return total / CLK_TCK
+
+
+def db_cpu_secs(kind):
+    """CPU time of the database server so far, per process. Subtract two samples with
+    `db_cpu_delta`."""
+    return {pid: (int(f[11]) + int(f[12])) / CLK_TCK for pid, f in db_stat_fields(kind)}
+
+
+def db_cpu_all_secs(kind):
+    """CPU time of the database server so far, in one sum that also keeps what processes that
+    have exited spent: every server process's own time plus its reaped children's (a PostgreSQL
+    backend's, once it exits, is in the postmaster's). For a load whose connections close at its
+    end (pgbench); read it once the backends are gone."""
+    return sum(sum(int(x) for x in f[11:15]) for _, f in db_stat_fields(kind)) / CLK_TCK
 
 
 def db_cpu_delta(before, after):

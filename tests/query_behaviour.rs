@@ -627,6 +627,28 @@ async fn every_attempt_is_audited_and_counted_in_the_metrics() {
     pg.gw.stop().await;
 }
 
+/// An NDJSON answer of 100 million rows, its first chunk read and the rest left pending: the
+/// statement keeps running (and its attempt stays open) until the stream is dropped.
+async fn endless_stream(
+    pg: &Pg,
+) -> (
+    impl futures::Stream<Item = reqwest::Result<bytes::Bytes>>,
+    bytes::Bytes,
+) {
+    let res = pg
+        .gw
+        .request(&pg.gw.owner, "POST", &format!("/v1/apps/{}/query", pg.app))
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"sql": "SELECT generate_series(1, 100000000) AS g"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 200);
+    let mut stream = Box::pin(res.bytes_stream());
+    let first = stream.next().await.expect("a first chunk").expect("chunk");
+    (stream, first)
+}
+
 /// `sluice_audit_inline_commits_total`: audit records a query committed on its own thread.
 fn inline_commits(metrics: &str) -> u64 {
     metrics
@@ -652,17 +674,7 @@ async fn only_a_query_alone_commits_its_own_audit_record() {
     assert!(alone >= 1, "no refusal alone committed its own record");
 
     // A stream left open: its attempt runs (and holds a permit) until it ends.
-    let res = pg
-        .gw
-        .request(&pg.gw.owner, "POST", &format!("/v1/apps/{}/query", pg.app))
-        .header("accept", "application/x-ndjson")
-        .json(&json!({"sql": "SELECT generate_series(1, 100000000) AS g"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status().as_u16(), 200);
-    let mut stream = res.bytes_stream();
-    stream.next().await.expect("a first chunk").expect("chunk");
+    let (stream, _) = endless_stream(&pg).await;
     let before = inline_commits(&pg.gw.metrics().await);
     for _ in 0..3 {
         pg.refused(json!({"sql": "SELEC 1"}), 400).await;
@@ -689,17 +701,7 @@ async fn only_a_query_alone_commits_its_own_audit_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_goes_away_mid_stream_stops_the_statement_and_is_audited() {
     let pg = pg_world(json!({"max_rows": 1_000_000})).await;
-    let res = pg
-        .gw
-        .request(&pg.gw.owner, "POST", &format!("/v1/apps/{}/query", pg.app))
-        .header("accept", "application/x-ndjson")
-        .json(&json!({"sql": "SELECT generate_series(1, 100000000) AS g"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status().as_u16(), 200);
-    let mut stream = res.bytes_stream();
-    let first = stream.next().await.expect("a first chunk").expect("chunk");
+    let (stream, first) = endless_stream(&pg).await;
     assert!(first.starts_with(b"{\"columns\""));
     drop(stream);
 
