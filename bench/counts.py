@@ -367,6 +367,17 @@ def cstr(b, i):
     return b[i:j].decode("utf-8", "replace"), j + 1
 
 
+
+def pg_message(b, i):
+    """The PostgreSQL protocol message starting at `b[i]` (type byte, 4-byte length, body) as
+    (type, body, where the next starts), or None until all of it has arrived."""
+    if len(b) - i < 5:
+        return None
+    n = int.from_bytes(b[i + 1:i + 5], "big")
+    if len(b) - i < 1 + n:
+        return None
+    return chr(b[i]), b[i + 5:i + 1 + n], i + 1 + n
+
 class Wire:
     """What went over the relay: counters behind one lock."""
 
@@ -417,14 +428,10 @@ class PgConn:
                     self.fe_started = True
                 i += n
                 continue
-            if len(b) - i < 5:
+            message = pg_message(b, i)
+            if message is None:
                 break
-            t = chr(b[i])
-            n = int.from_bytes(b[i + 1:i + 5], "big")
-            if len(b) - i < 1 + n:
-                break
-            body = b[i + 5:i + 1 + n]
-            i += 1 + n
+            t, body, i = message
             name = PG_FRONTEND.get(t, f"'{t}'")
             if t == "Q":
                 self.w.add("sql", "Query (simple)", cstr(body, 0)[0])
@@ -457,14 +464,10 @@ class PgConn:
                     return
                 i += 1
                 continue
-            if len(b) - i < 5:
+            message = pg_message(b, i)
+            if message is None:
                 break
-            t = chr(b[i])
-            n = int.from_bytes(b[i + 1:i + 5], "big")
-            if len(b) - i < 1 + n:
-                break
-            body = b[i + 5:i + 1 + n]
-            i += 1 + n
+            t, body, i = message
             self.w.add("msg", "be", PG_BACKEND.get(t, f"'{t}'"))
             if t == "C":
                 tag = cstr(body, 0)[0]

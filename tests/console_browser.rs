@@ -112,24 +112,11 @@ impl Sluice {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let text = res.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        support::client::call(&self.http, &self.base, token, method, path, body).await
     }
 
     async fn ok(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(token, method, path, body).await;
-        assert!((200..300).contains(&s), "{method} {path} -> {s} {v}");
-        v
+        support::client::ok(&self.http, &self.base, token, method, path, body).await
     }
 
     /// Invites a person; returns (id, token).
