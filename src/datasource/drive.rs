@@ -16,7 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures::future::{CatchUnwind, Fuse, FusedFuture};
@@ -91,6 +91,11 @@ pub(super) async fn in_own_task(
 
 /// The statement driven by the caller's own task, for rows the caller reads at once. Its
 /// deadline is checked only while the caller polls, which a buffered answer does throughout.
+///
+/// The statement future must be the only sender of its head and rows, and send only while it is
+/// polled (true of the PostgreSQL and MySQL statements, which spawn nothing that sends): the
+/// ends are then read right after it is polled, with [`poll_fed`], so its sends never wake
+/// this task (see there).
 pub(super) async fn in_callers_task(
     statement: BoxedStatement,
     ends: Ends,
@@ -109,14 +114,14 @@ pub(super) async fn in_callers_task(
     let first = std::future::poll_fn(|cx| {
         driven.poll(cx);
         // Ready once sent, or once the statement ended without sending it.
-        Pin::new(&mut head).poll(cx)
+        poll_fed(cx, |quiet| Pin::new(&mut head).poll(quiet))
     })
     .await;
     match first {
         Ok(Ok(Head::Rows(columns))) => {
             let rows = stream_from(move |cx| {
                 driven.poll(cx);
-                match rows.poll_recv(cx) {
+                match poll_fed(cx, |quiet| rows.poll_recv(quiet)) {
                     // The rows stopped because the statement panicked: say so, once.
                     Poll::Ready(None) if std::mem::take(&mut driven.panicked) => {
                         Poll::Ready(Some(Err(ExecError::Unavailable(
@@ -136,6 +141,28 @@ pub(super) async fn in_callers_task(
             "the statement ended without an answer".into(),
         )),
     }
+}
+
+/// Polls one of the ends of a statement this task drives, just after polling the statement.
+///
+/// Only that statement sends on them, and only while this task polls it, so a waker left with
+/// the receiver is never needed: whatever the statement sends is read right after it sends it,
+/// and when it waits for the database its own waker brings this task back. A waker left there
+/// would be woken by the statement's send while this task runs, and a task woken while it runs
+/// is rescheduled when it next waits: the runtime then polls it once more for nothing, and wakes
+/// an idle worker thread to steal it (bench/counts.py counted most of the gateway's context
+/// switches at one client there, BENCHMARKS.md). The receiver is polled with a waker that does
+/// nothing and outside the task's budget (a receiver out of budget would wake only that waker);
+/// the budget is taken here with the task's own waker instead, as the receiver would have.
+fn poll_fed<T>(cx: &mut Context<'_>, poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+    let mut quiet = Context::from_waker(Waker::noop());
+    let unbudgeted = std::pin::pin!(tokio::task::coop::unconstrained(std::future::poll_fn(poll)));
+    let polled = unbudgeted.poll(&mut quiet);
+    if polled.is_ready() {
+        coop.made_progress();
+    }
+    polled
 }
 
 /// A statement's future as the caller's task drives it. A panic stays in the statement, as it
@@ -190,5 +217,132 @@ impl Drop for AbortOnDrop {
         if let Some(h) = self.0.take() {
             h.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use std::time::Duration;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    type HeadTx = oneshot::Sender<Result<Head, ExecError>>;
+    type RowsTx = mpsc::Sender<Result<Bytes, ExecError>>;
+
+    fn ends(capacity: usize) -> (HeadTx, RowsTx, Ends) {
+        let (head_tx, head) = oneshot::channel();
+        let (rows_tx, rows) = mpsc::channel(capacity);
+        let ends = Ends {
+            head,
+            rows,
+            truncated: Arc::new(AtomicBool::new(false)),
+        };
+        (head_tx, rows_tx, ends)
+    }
+
+    fn columns() -> Vec<Column> {
+        vec![Column {
+            name: "id".into(),
+            type_name: "int4".into(),
+        }]
+    }
+
+    /// The task driving a statement is woken only by what the statement waits for (here two
+    /// answers of "the database"), never by the statement handing it its head or a row.
+    #[tokio::test]
+    async fn a_statement_in_the_callers_task_wakes_it_only_for_what_it_waits_for() {
+        let (head_tx, rows_tx, ends) = ends(4);
+        let (first_tx, first) = oneshot::channel::<()>();
+        let (second_tx, second) = oneshot::channel::<()>();
+        let statement = async move {
+            let _ = first.await;
+            let _ = head_tx.send(Ok(Head::Rows(columns())));
+            let _ = second.await;
+            let _ = rows_tx.send(Ok(Bytes::from_static(b"[1]"))).await;
+        };
+        let counting = Arc::new(Counting::default());
+        let waker = Waker::from(counting.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut execute =
+            std::pin::pin!(in_callers_task(Box::pin(statement), ends, Abandoned::Drop));
+        assert!(execute.as_mut().poll(&mut cx).is_pending());
+        first_tx.send(()).unwrap();
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            1,
+            "the database's answer"
+        );
+        let Poll::Ready(Ok(Execution::Rows(mut rows))) = execute.as_mut().poll(&mut cx) else {
+            panic!("the head is read in the poll that the statement sent it in");
+        };
+        assert_eq!(rows.columns, columns());
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            1,
+            "sending the head woke no one"
+        );
+        assert!(rows.poll_next_unpin(&mut cx).is_pending());
+        second_tx.send(()).unwrap();
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            2,
+            "the database's second answer"
+        );
+        match rows.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(Ok(row))) => assert_eq!(&row[..], b"[1]"),
+            _ => panic!("the row is read in the poll that the statement sent it in"),
+        }
+        assert!(matches!(rows.poll_next_unpin(&mut cx), Poll::Ready(None)));
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            2,
+            "sending the row woke no one"
+        );
+    }
+
+    /// Rows read without a waker must still all arrive when the task's budget runs out on the
+    /// way: here the statement has sent a thousand rows and ended, so nothing of it can wake the
+    /// task again, and the budget (128 a poll) runs out while the rows are read. The budget is
+    /// taken with the task's own waker, so running out of it yields instead of waiting for a
+    /// wake-up that never comes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_read_in_the_callers_task_all_arrive_past_the_tasks_budget() {
+        const ROWS: usize = 1000;
+        let (head_tx, rows_tx, ends) = ends(ROWS);
+        let statement = async move {
+            let _ = head_tx.send(Ok(Head::Rows(columns())));
+            for i in 0..ROWS {
+                let row = Bytes::from(format!("[{i}]"));
+                rows_tx.try_send(Ok(row)).expect("room for every row");
+            }
+        };
+        let read = tokio::spawn(async move {
+            let Ok(Execution::Rows(rows)) =
+                in_callers_task(Box::pin(statement), ends, Abandoned::Drop).await
+            else {
+                panic!("rows expected");
+            };
+            rows.filter_map(|r| async move { r.ok() })
+                .collect::<Vec<_>>()
+                .await
+        });
+        // A guard against a hang (a lost wake-up), not a measure of speed.
+        let got = tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("every row arrives: no wake-up is lost when the budget runs out")
+            .unwrap();
+        assert_eq!(got.len(), ROWS);
+        assert_eq!(&got[ROWS - 1][..], format!("[{}]", ROWS - 1).as_bytes());
     }
 }
