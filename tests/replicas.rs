@@ -290,6 +290,7 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
 
     // A user invited and given the app on A uses it on C; the share removed on A is refused on
     // B and C.
+    let invited_at = Instant::now();
     let invited = api
         .ok(
             &a,
@@ -301,6 +302,18 @@ async fn every_change_through_one_replica_is_enforced_by_the_others() {
         .await;
     let ana = invited["user"]["id"].as_str().expect("user id").to_owned();
     let ana_token = invited["token"].as_str().expect("token").to_owned();
+    // Her account reaches C first: until it does, C does not know her token (401), which is
+    // the invitation's old answer, not the share's.
+    await_effect(
+        &api,
+        "new user",
+        &cc,
+        invited_at,
+        "unauthenticated",
+        "not_found",
+        &query(&ana_token, &app, sql),
+    )
+    .await;
     api.ok(
         &a,
         &owner,
