@@ -20,7 +20,6 @@ Rounds alternate the variants; medians are printed. Run with a Python that has P
 Environment: MYSETUP_REQUESTS (default 20000), MYSETUP_ROUNDS (default 3).
 """
 import os
-import statistics
 import sys
 import time
 
@@ -93,15 +92,9 @@ def main():
               f"requests per run, {ROUNDS} rounds alternated, medians")
         print("| variant | requests/s (one Python client) | server CPU µs/request | ÷ lookup |")
         print("|---|---|---|---|")
-        got = {name: [] for name in AFTER}
-        for r in range(ROUNDS):
-            names = list(AFTER) if r % 2 == 0 else list(reversed(AFTER))
-            for name in names:
-                got[name].append(run(AFTER[name]))
-        base = statistics.median(c for _, c in got["lookup"])
-        for name, runs in got.items():
-            rps = statistics.median(t for t, _ in runs)
-            cpu = statistics.median(c for _, c in runs)
+        med = R.alternated_medians(AFTER, ROUNDS, run)
+        base = med["lookup"][1]
+        for name, (rps, cpu) in med.items():
             print(f"| {name} | {rps:,.0f} | {cpu:.1f} | {cpu / base:.2f} |")
     finally:
         cur.execute(f"DROP DATABASE IF EXISTS {DB}")

@@ -22,7 +22,6 @@ Rounds alternate the variants; medians are printed. Environment: PGSETUP_CLIENTS
 PGSETUP_SECS (default 6), PGSETUP_ROUNDS (default 3).
 """
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,15 +106,9 @@ def main():
         print("| clients | variant | tx/s | server CPU µs/tx | ÷ lookup alone |")
         print("|---|---|---|---|---|")
         for clients in CLIENTS:
-            got = {name: [] for name in VARIANTS}
-            for r in range(ROUNDS):
-                names = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
-                for name in names:
-                    got[name].append(run(VARIANTS[name], clients))
-            base = statistics.median(c for _, c in got["lookup"])
-            for name, runs in got.items():
-                tps = statistics.median(t for t, _ in runs)
-                cpu = statistics.median(c for _, c in runs)
+            med = R.alternated_medians(VARIANTS, ROUNDS, lambda v: run(v, clients))
+            base = med["lookup"][1]
+            for name, (tps, cpu) in med.items():
                 print(f"| {clients} | {name} | {tps:,.0f} | {cpu:.1f} | {cpu / base:.2f} |")
     finally:
         subprocess.run(["dropdb", *PG, "--if-exists", DB], check=True)

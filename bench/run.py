@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -182,6 +183,19 @@ def db_cpu_secs(kind):
     """CPU time of the database server so far, per process. Subtract two samples with
     `db_cpu_delta`."""
     return {pid: (int(f[11]) + int(f[12])) / CLK_TCK for pid, f in db_stat_fields(kind)}
+
+
+def alternated_medians(variants, rounds, run_one):
+    """Runs `run_one(variant)` (which returns (rate, CPU per request)) for every variant in
+    every round, the order reversed every other round so drift hits all alike; returns
+    {name: (median rate, median CPU)} in the variants' order."""
+    got = {name: [] for name in variants}
+    for r in range(rounds):
+        names = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in names:
+            got[name].append(run_one(variants[name]))
+    return {name: (statistics.median(t for t, _ in runs), statistics.median(c for _, c in runs))
+            for name, runs in got.items()}
 
 
 def db_cpu_all_secs(kind):
